@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ConsentPortalConfig(AppConfig):
+    name = "consent_portal"
+    verbose_name = "Consent"
