@@ -179,7 +179,7 @@ EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.Em
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["consent_portal.api.auth.CustodianTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["consent_portal.api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "consent_portal.api.errors.exception_handler",
@@ -200,6 +200,8 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+# One queue name per deployment (and per test run, so test workers never take real work).
+CELERY_TASK_DEFAULT_QUEUE = os.getenv("CELERY_QUEUE", "consent-portal")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -213,6 +215,8 @@ CELERY_BEAT_SCHEDULE = {
 LEDGER_ORIGIN = os.getenv("LEDGER_ORIGIN", "localhost/consent-portal/ledger")
 LEDGER_KEY_NAME = os.getenv("LEDGER_KEY_NAME", LEDGER_ORIGIN)
 LEDGER_SEAL_BATCH = envint("LEDGER_SEAL_BATCH", "1000")
+# Entries carry no personal data, but a deployment may still keep its log to members.
+LEDGER_PUBLIC = envbool("LEDGER_PUBLIC", "false")
 
 # Demo data and the portal's own organisation name, shown in pages.
 PORTAL_NAME = os.getenv("PORTAL_NAME", "Biobank consent portal")

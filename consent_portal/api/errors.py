@@ -1,0 +1,36 @@
+"""One JSON error shape for every 4xx the API returns.
+
+    {"error": "<code>", "detail": "<a sentence naming the problem>", "fields": {...}}
+
+`fields` appears when particular input fields were wrong, keyed by field name.
+"""
+
+from rest_framework import exceptions
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _first_message(detail) -> str:
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    if isinstance(detail, dict) and detail:
+        key, value = next(iter(detail.items()))
+        return f"{key}: {_first_message(value)}"
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    body = {"error": getattr(exc, "default_code", "error"), "detail": ""}
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
+        body["error"] = "invalid"
+        body["fields"] = exc.detail
+        body["detail"] = _first_message(exc.detail)
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        if isinstance(codes, str):
+            body["error"] = codes
+        body["detail"] = _first_message(exc.detail)
+    response.data = body
+    return response

@@ -1,0 +1,216 @@
+"""The consent domain: participants, purposes, consents and their events, studies,
+custodians, samples and the custodians' consent checks.
+
+Rows here are written only through consent_portal.services; models hold no business logic.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class DuoTerm(models.Model):
+    """A GA4GH Data Use Ontology term, keyed by its id (labels change between releases)."""
+
+    PERMISSION = "permission"
+    MODIFIER = "modifier"
+    ROOT = "root"
+
+    id = models.CharField(primary_key=True, max_length=16)  # "DUO:0000042"
+    shorthand = models.CharField(max_length=16, blank=True)
+    label = models.CharField(max_length=200)
+    description = models.TextField()
+    kind = models.CharField(
+        max_length=12, choices=[(PERMISSION, "permission"), (MODIFIER, "modifier"), (ROOT, "root")]
+    )
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.id} {self.shorthand or self.label}"
+
+
+class Purpose(models.Model):
+    """Something a participant can consent to: one DUO permission (with a disease for DS),
+    narrowed by zero or more DUO modifiers."""
+
+    slug = models.SlugField(unique=True)
+    title = models.CharField(max_length=200)
+    explanation = models.TextField(help_text="What this consent allows, in plain language.")
+    permission = models.ForeignKey(
+        DuoTerm, on_delete=models.PROTECT, related_name="+", limit_choices_to={"kind": "permission"}
+    )
+    # For DUO:0000007 (disease specific research): the disease, e.g. MONDO:0005015.
+    disease_id = models.CharField(max_length=32, blank=True)
+    disease_label = models.CharField(max_length=200, blank=True)
+    modifiers = models.ManyToManyField(
+        DuoTerm, blank=True, related_name="+", limit_choices_to={"kind": "modifier"}
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "slug"]
+
+    def __str__(self):
+        return self.title
+
+
+class Participant(models.Model):
+    """A biobank donor. `pseudonym` is the only identifier that leaves this app (ledger
+    entries, credentials); the link from it to a person is `user`, which erasure removes."""
+
+    pseudonym = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="participant"
+    )
+    did = models.CharField(max_length=200, unique=True)
+    enrolment_credential_id = models.CharField(max_length=100)
+    enrolled_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return str(self.pseudonym)
+
+
+class Consent(models.Model):
+    GRANTED = "granted"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+    STATES = [(GRANTED, "granted"), (SUSPENDED, "suspended"), (REVOKED, "revoked")]
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="consents")
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="consents")
+    state = models.CharField(max_length=10, choices=STATES)
+    credential_id = models.CharField(max_length=100, unique=True)
+    granted_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Revocation is final; re-consent is a new Consent with a new credential.
+            models.UniqueConstraint(
+                fields=["participant", "purpose"],
+                condition=~Q(state="revoked"),
+                name="one_live_consent_per_purpose",
+            )
+        ]
+
+
+class ConsentEvent(models.Model):
+    GRANT = "grant"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    REVOKE = "revoke"
+    ACTIONS = [(GRANT, "grant"), (SUSPEND, "suspend"), (RESUME, "resume"), (REVOKE, "revoke")]
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    consent = models.ForeignKey(Consent, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=10, choices=ACTIONS)
+    state_after = models.CharField(max_length=10, choices=Consent.STATES)
+    # Who applied the change: the participant through the portal. The portal holds the
+    # participant's key in this version, and says so.
+    signed_by = models.CharField(max_length=20, default="portal-custodial-key")
+    created_at = models.DateTimeField()
+    ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Study(models.Model):
+    identifier = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=300)
+    institution = models.CharField(max_length=300)
+    commercial = models.BooleanField(default=False)
+    summary = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-submitted_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self):
+        return self.identifier
+
+
+class StudyUse(models.Model):
+    """One DUO use a study asks for, approved or rejected by the ethics committee."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    STATUSES = [(PENDING, "pending"), (APPROVED, "approved"), (REJECTED, "rejected")]
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="uses")
+    permission = models.ForeignKey(
+        DuoTerm, on_delete=models.PROTECT, related_name="+", limit_choices_to={"kind": "permission"}
+    )
+    disease_id = models.CharField(max_length=32, blank=True)
+    disease_label = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "permission", "disease_id"], name="one_use_per_study_term"
+            )
+        ]
+
+
+class Custodian(models.Model):
+    """A data custodian (biobank, sequencing lab) calling the API with a bearer token."""
+
+    name = models.CharField(max_length=200, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True)  # SHA-256 hex of the token
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # DRF treats the authenticated custodian as request.user.
+    is_authenticated = True
+    is_anonymous = False
+
+    def __str__(self):
+        return self.name
+
+
+class Sample(models.Model):
+    """A sample held by a custodian, identified by the custodian's own sample code."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    custodian = models.ForeignKey(Custodian, on_delete=models.PROTECT, related_name="samples")
+    identifier = models.CharField(max_length=100)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="samples")
+    kind = models.CharField(max_length=40)
+    registered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["custodian", "identifier"], name="sample_per_custodian")
+        ]
+
+
+class ConsentCheck(models.Model):
+    """A custodian's question and the portal's answer, kept with the evidence given."""
+
+    PERMIT = "permit"
+    DENY = "deny"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    custodian = models.ForeignKey(Custodian, on_delete=models.PROTECT, related_name="checks")
+    sample_identifier = models.CharField(max_length=100)
+    study_identifier = models.CharField(max_length=64)
+    purpose_id = models.CharField(max_length=16)
+    decision = models.CharField(max_length=6, choices=[(PERMIT, "permit"), (DENY, "deny")])
+    reasons = models.JSONField()
+    evidence = models.JSONField()
+    created_at = models.DateTimeField()
+    ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]

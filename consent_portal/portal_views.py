@@ -1,0 +1,126 @@
+"""The participant portal: enrol, see purposes, grant / suspend / resume / revoke, history,
+credentials. Every query is scoped to request.user's own participant record."""
+
+import json
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from consent_portal import selectors, services
+from consent_portal.models import Consent, Participant, Purpose
+from identity import selectors as identity_selectors
+
+
+def participant_required(view):
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        participant = Participant.objects.filter(user=request.user).first()
+        if participant is None:
+            messages.error(request, "This account is not a participant account.")
+            return redirect("home")
+        return view(request, participant, *args, **kwargs)
+
+    return wrapper
+
+
+def home(request):
+    if not request.user.is_authenticated:
+        return redirect("login")
+    if request.user.groups.filter(name=services.ETHICS_GROUP).exists():
+        return redirect("ethics-dashboard")
+    if Participant.objects.filter(user=request.user).exists():
+        return redirect("portal-overview")
+    if request.user.is_staff:
+        return redirect("admin:index")
+    return render(request, "portal/no_role.html")
+
+
+def sign_up(request):
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        participant = services.participant_sign_up(
+            username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+        )
+        login(request, participant.user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome. Your decentralized identifier and enrolment credential are ready.")
+        return redirect("portal-overview")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@participant_required
+def overview(request, participant):
+    return render(
+        request,
+        "portal/overview.html",
+        {
+            "participant": participant,
+            "enrolment": identity_selectors.credential_document(credential_id=participant.enrolment_credential_id),
+        },
+    )
+
+
+@participant_required
+def consents(request, participant):
+    rows = selectors.purposes_with_consents(participant=participant)
+    return render(request, "portal/consents.html", {"participant": participant, "rows": rows})
+
+
+@participant_required
+@require_POST
+def consent_grant(request, participant, slug):
+    purpose = get_object_or_404(Purpose, slug=slug)
+    try:
+        services.consent_grant(participant=participant, purpose=purpose)
+        messages.success(request, f"You granted consent for “{purpose.title}”.")
+    except services.ConsentStateError as exc:
+        messages.error(request, str(exc))
+    return redirect("portal-consents")
+
+
+@participant_required
+@require_POST
+def consent_change(request, participant, consent_id, action):
+    try:
+        consent = services.consent_change(participant=participant, consent_id=consent_id, action=action)
+    except Consent.DoesNotExist:
+        raise Http404("No such consent.")
+    except services.ConsentStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Consent for “{consent.purpose.title}” is now {consent.state}.")
+    return redirect("portal-consents")
+
+
+@participant_required
+def history(request, participant):
+    events = selectors.consent_history(participant=participant)
+    return render(request, "portal/history.html", {"participant": participant, "events": events})
+
+
+@participant_required
+def credentials(request, participant):
+    ids = selectors.participant_credential_ids(participant=participant)
+    documents = [identity_selectors.credential_document(credential_id=i) for i in ids]
+    if request.GET.get("format") == "json":
+        response = JsonResponse(documents, safe=False, json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = 'attachment; filename="my-credentials.json"'
+        return response
+    return render(request, "portal/credentials.html", {"participant": participant, "documents": documents})
+
+
+@participant_required
+def credential_download(request, participant, credential_uuid):
+    credential_id = f"urn:uuid:{credential_uuid}"
+    if credential_id not in selectors.participant_credential_ids(participant=participant):
+        raise Http404("No such credential.")
+    document = identity_selectors.credential_document(credential_id=credential_id)
+    response = HttpResponse(json.dumps(document, indent=2), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="credential-{credential_uuid}.json"'
+    return response

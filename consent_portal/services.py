@@ -1,0 +1,315 @@
+"""Every write in the consent domain.
+
+A state change, its audit row, its credential status and its pending ledger entry are
+written in one transaction; the ledger's sealing task leaves only on commit.
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils import timezone
+
+from consent_portal import decisions, selectors
+from consent_portal.models import (
+    Consent,
+    ConsentCheck,
+    ConsentEvent,
+    Custodian,
+    Participant,
+    Purpose,
+    Sample,
+    Study,
+    StudyUse,
+)
+from identity import selectors as identity_selectors
+from identity import services as identity_services
+from ledger import selectors as ledger_selectors
+from ledger import services as ledger_services
+
+ETHICS_GROUP = "ethics-committee"
+
+
+class ConsentStateError(ValueError):
+    """The change asked for is not possible from the consent's current state."""
+
+
+# Participants ----------------------------------------------------------------------------
+
+
+def participant_enrol(*, user) -> Participant:
+    """Give a user a did:key and an enrolment credential naming it."""
+    with transaction.atomic():
+        did_key = identity_services.did_create()
+        credential = identity_services.credential_issue(
+            subject_did=did_key.did, credential_type="EnrolmentCredential", claims={}
+        )
+        participant = Participant.objects.create(
+            user=user, did=did_key.did, enrolment_credential_id=credential.id
+        )
+        ledger_services.entry_append(
+            kind="participant.enrolled",
+            payload={
+                "type": "participant.enrolled",
+                "participant": str(participant.pseudonym),
+                "credential": credential.id,
+                "at": timezone.now().isoformat(),
+            },
+        )
+    return participant
+
+
+def participant_sign_up(*, username: str, password: str) -> Participant:
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username=username, password=password)
+        return participant_enrol(user=user)
+
+
+# Consents --------------------------------------------------------------------------------
+
+
+def _consent_event_record(*, consent: Consent, action: str, now) -> ConsentEvent:
+    entry = ledger_services.entry_append(
+        kind=f"consent.{action}",
+        payload={
+            "type": "consent.event",
+            "participant": str(consent.participant.pseudonym),
+            "purpose": consent.purpose.slug,
+            "permission": consent.purpose.permission_id,
+            "action": action,
+            "state": consent.state,
+            "credential": consent.credential_id,
+            "at": now.isoformat(),
+        },
+    )
+    return ConsentEvent.objects.create(
+        consent=consent, action=action, state_after=consent.state, created_at=now, ledger_entry=entry
+    )
+
+
+def consent_grant(*, participant: Participant, purpose: Purpose) -> Consent:
+    """Grant consent for a purpose: a new consent credential, recorded on the ledger."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock the participant so two grants for the same purpose cannot race.
+        Participant.objects.select_for_update().get(pk=participant.pk)
+        if Consent.objects.filter(participant=participant, purpose=purpose).exclude(
+            state=Consent.REVOKED
+        ).exists():
+            raise ConsentStateError(f"Consent for '{purpose.title}' is already in place.")
+        credential = identity_services.credential_issue(
+            subject_did=participant.did,
+            credential_type="ConsentCredential",
+            claims=selectors.purpose_claims(purpose=purpose),
+        )
+        consent = Consent.objects.create(
+            participant=participant,
+            purpose=purpose,
+            state=Consent.GRANTED,
+            credential_id=credential.id,
+            granted_at=now,
+            updated_at=now,
+        )
+        _consent_event_record(consent=consent, action=ConsentEvent.GRANT, now=now)
+    return consent
+
+
+# action -> (states it may start from, state it leaves, the credential status change)
+_TRANSITIONS = {
+    ConsentEvent.SUSPEND: ({Consent.GRANTED}, Consent.SUSPENDED, identity_services.credential_suspend),
+    ConsentEvent.RESUME: ({Consent.SUSPENDED}, Consent.GRANTED, identity_services.credential_resume),
+    ConsentEvent.REVOKE: (
+        {Consent.GRANTED, Consent.SUSPENDED},
+        Consent.REVOKED,
+        identity_services.credential_revoke,
+    ),
+}
+
+
+def consent_change(*, participant: Participant, consent_id: int, action: str) -> Consent:
+    """Suspend, resume or revoke one of this participant's consents."""
+    if action not in _TRANSITIONS:
+        raise ConsentStateError(f"Unknown action '{action}'.")
+    allowed_from, new_state, set_status = _TRANSITIONS[action]
+    now = timezone.now()
+    with transaction.atomic():
+        # Filtering by participant is what keeps one participant out of another's consents.
+        consent = (
+            Consent.objects.select_for_update()
+            .select_related("purpose", "participant")
+            .filter(participant=participant, pk=consent_id)
+            .first()
+        )
+        if consent is None:
+            raise Consent.DoesNotExist("No such consent for this participant.")
+        if consent.state not in allowed_from:
+            raise ConsentStateError(f"A {consent.state} consent cannot be {action}d.")
+        consent.state = new_state
+        consent.updated_at = now
+        consent.save(update_fields=["state", "updated_at"])
+        set_status(credential_id=consent.credential_id)
+        _consent_event_record(consent=consent, action=action, now=now)
+    return consent
+
+
+# Studies ---------------------------------------------------------------------------------
+
+
+def study_submit(
+    *, identifier: str, title: str, institution: str, commercial: bool, uses: list[dict], summary: str = ""
+) -> Study:
+    """Register a study and the DUO uses it asks for; each use awaits the committee."""
+    with transaction.atomic():
+        study = Study.objects.create(
+            identifier=identifier, title=title, institution=institution,
+            commercial=commercial, summary=summary,
+        )
+        for use in uses:
+            StudyUse.objects.create(
+                study=study,
+                permission_id=use["permission"],
+                disease_id=use.get("disease_id", ""),
+                disease_label=use.get("disease_label", ""),
+            )
+    return study
+
+
+def study_use_decide(*, use_id: int, approve: bool, member) -> StudyUse:
+    with transaction.atomic():
+        use = StudyUse.objects.select_for_update().get(pk=use_id)
+        use.status = StudyUse.APPROVED if approve else StudyUse.REJECTED
+        use.decided_by = member
+        use.decided_at = timezone.now()
+        use.save(update_fields=["status", "decided_by", "decided_at"])
+    return use
+
+
+def ethics_member_create(*, username: str, password: str):
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username=username, password=password)
+        group, _ = Group.objects.get_or_create(name=ETHICS_GROUP)
+        user.groups.add(group)
+    return user
+
+
+# Custodians and samples ------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def custodian_create(*, name: str, token: str | None = None) -> tuple[Custodian, str]:
+    """Create a custodian; returns the token, which is stored only as a hash."""
+    token = token or secrets.token_urlsafe(32)
+    custodian = Custodian.objects.create(name=name, token_hash=token_hash(token))
+    return custodian, token
+
+
+def sample_register(*, custodian: Custodian, identifier: str, participant: Participant, kind: str) -> Sample:
+    """Raises IntegrityError when this custodian already registered the identifier."""
+    with transaction.atomic():
+        return Sample.objects.create(
+            custodian=custodian, identifier=identifier, participant=participant, kind=kind
+        )
+
+
+# Consent checks --------------------------------------------------------------------------
+
+
+@dataclass
+class CheckOutcome:
+    check: ConsentCheck
+    # "unknown_sample" / "unknown_study" when the question named something not on record.
+    unknown: str | None = None
+
+
+def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str) -> CheckOutcome:
+    """Answer whether `custodian` may release `sample` to `study` for `purpose` (a DUO id).
+
+    The answer names its reasons and the evidence a custodian can verify later; the check
+    itself is recorded on the ledger. `purpose` must be a known DUO permission id (the
+    caller validates that).
+    """
+    now = timezone.now()
+    sample_row = (
+        Sample.objects.select_related("participant").filter(custodian=custodian, identifier=sample).first()
+    )
+    study_row = Study.objects.filter(identifier=study).first()
+    unknown = None
+    consent = None
+    if sample_row is None:
+        unknown = "unknown_sample"
+        reasons = [decisions.Reason(unknown, f"No sample '{sample}' is registered to this custodian.")]
+    elif study_row is None:
+        unknown = "unknown_study"
+        reasons = [decisions.Reason(unknown, f"No study '{study}' is registered.")]
+    if unknown:
+        decision = ConsentCheck.DENY
+    else:
+        use = study_row.uses.filter(permission_id=purpose, status=StudyUse.APPROVED).first()
+        if use is None:
+            decision = ConsentCheck.DENY
+            reasons = [decisions.Reason(
+                "study_not_approved",
+                f"Study '{study}' is not approved by the ethics committee for {purpose}.",
+            )]
+        else:
+            views = selectors.consent_views(participant=sample_row.participant)
+            decision, reasons, named = decisions.decide(
+                views, decisions.Use(purpose, use.disease_id, study_row.commercial)
+            )
+            if named is not None:
+                consent = Consent.objects.select_related("purpose").get(pk=named.consent_id)
+    evidence = _check_evidence(sample=sample, study=study, purpose=purpose, consent=consent)
+    with transaction.atomic():
+        check = ConsentCheck(
+            custodian=custodian,
+            sample_identifier=sample,
+            study_identifier=study,
+            purpose_id=purpose,
+            decision=decision,
+            reasons=[r.as_dict() for r in reasons],
+            evidence=evidence,
+            created_at=now,
+        )
+        check.ledger_entry = ledger_services.entry_append(
+            kind="consent.check",
+            payload={
+                "type": "consent.check",
+                "check": str(check.id),
+                "custodian": custodian.pk,
+                "sample": str(sample_row.pk) if sample_row else None,
+                "study": study,
+                "purpose": purpose,
+                "decision": decision,
+                "reasons": [r.code for r in reasons],
+                "credential": consent.credential_id if consent else None,
+                "at": now.isoformat(),
+            },
+        )
+        check.save(force_insert=True)
+    return CheckOutcome(check=check, unknown=unknown)
+
+
+def _check_evidence(*, sample: str, study: str, purpose: str, consent: Consent | None) -> dict:
+    evidence = {"sample": sample, "study": study, "purpose": purpose, "consent": None}
+    if consent is None:
+        return evidence
+    latest_event = consent.events.select_related("ledger_entry").order_by("-created_at").first()
+    evidence["consent"] = {
+        "purpose": consent.purpose.slug,
+        "state": consent.state,
+        "credential": identity_selectors.credential_document(credential_id=consent.credential_id),
+        "credential_status": identity_selectors.credential_status(credential_id=consent.credential_id),
+        "latest_event": {
+            "action": latest_event.action,
+            "at": latest_event.created_at.isoformat(),
+            "ledger": ledger_selectors.entry_evidence(entry_id=latest_event.ledger_entry_id)
+            or {"sealed": False, "detail": "The event is recorded but not sealed yet."},
+        },
+    }
+    return evidence

@@ -1,0 +1,42 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from consent_portal import ethics_views, portal_views
+from consent_portal.api import views as api_views
+
+urlpatterns = [
+    path("", portal_views.home, name="home"),
+    path("signup/", portal_views.sign_up, name="signup"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("portal/", portal_views.overview, name="portal-overview"),
+    path("portal/consents/", portal_views.consents, name="portal-consents"),
+    path("portal/consents/grant/<slug:slug>/", portal_views.consent_grant, name="portal-consent-grant"),
+    path(
+        "portal/consents/<int:consent_id>/<str:action>/",
+        portal_views.consent_change,
+        name="portal-consent-change",
+    ),
+    path("portal/history/", portal_views.history, name="portal-history"),
+    path("portal/credentials/", portal_views.credentials, name="portal-credentials"),
+    path(
+        "portal/credentials/<uuid:credential_uuid>.json",
+        portal_views.credential_download,
+        name="portal-credential-download",
+    ),
+    path("ethics/", ethics_views.dashboard, name="ethics-dashboard"),
+    path("ethics/uses/<int:use_id>/decide/", ethics_views.use_decide, name="ethics-use-decide"),
+    path("api/v1/consent-checks", api_views.ConsentCheckView.as_view(), name="api-consent-check"),
+    path(
+        "api/v1/consent-checks/<uuid:check_id>",
+        api_views.ConsentCheckDetailView.as_view(),
+        name="api-consent-check-detail",
+    ),
+    path("api/v1/samples", api_views.SampleView.as_view(), name="api-samples"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/ledger/", include("ledger.urls")),
+    path("credentials/", include("identity.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,63 @@
+"""A participant grants and then revokes a consent through the real pages."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from consent_portal import demo, services
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a long browser password 7"
+
+
+def test_sign_up_grant_and_revoke_in_chromium(page, screenshot):
+    demo.purposes_load()
+    page.goto("/signup/")
+    page.fill("#id_username", "browser-participant")
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("did")).to_contain_text("did:key:z6Mk")
+    screenshot("overview")
+
+    page.click("text=My consents")
+    row = page.locator("tr[data-purpose=general-research]")
+    expect(row.get_by_test_id("state")).to_have_text("not granted")
+    row.get_by_role("button", name="Grant").click()
+    expect(page.locator(".messages")).to_contain_text("You granted consent")
+    expect(row.get_by_test_id("state")).to_have_text("granted")
+    screenshot("consents-granted")
+
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.locator(".messages")).to_contain_text("now revoked")
+    expect(row.get_by_test_id("state")).to_have_text("not granted")
+
+    page.click("text=History")
+    events = page.get_by_test_id("event")
+    expect(events).to_have_count(2)
+    expect(events.nth(0)).to_contain_text("revoke")
+    expect(events.nth(1)).to_contain_text("grant")
+    # Sealed in-process on commit: each event shows its ledger index.
+    expect(events.nth(0).get_by_test_id("ledger-index")).to_have_text(re.compile(r"^#\d+$"))
+    screenshot("history")
+
+    participant = services.Participant.objects.get(user__username="browser-participant")
+    consent = participant.consents.get()
+    assert consent.state == "revoked"
+    assert [e.action for e in consent.events.order_by("created_at")] == ["grant", "revoke"]
+
+
+def test_ethics_member_approves_a_study_in_chromium(page, screenshot):
+    demo.demo_load()
+    page.goto("/login/")
+    page.fill("#id_username", "ethics")
+    page.fill("#id_password", demo.DEMO_PASSWORDS["ethics"])
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Ethics-committee dashboard")
+    row = page.locator("tr[data-study=pharma-cohort-2026]")
+    expect(row).to_contain_text("pending")
+    row.get_by_role("button", name="Approve").click()
+    expect(page.locator("tr[data-study=pharma-cohort-2026]")).to_contain_text("approved")
+    screenshot("ethics-dashboard")

@@ -1,0 +1,180 @@
+import json
+
+import pytest
+from django.test import Client
+
+from consent_portal import services
+from consent_portal.models import ConsentCheck
+from ledger.models import Entry
+
+
+@pytest.fixture
+def api(custodian_and_token):
+    _, token = custodian_and_token
+    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+@pytest.fixture
+def sample(participant, custodian_and_token):
+    custodian, _ = custodian_and_token
+    return services.sample_register(custodian=custodian, identifier="S-1", participant=participant, kind="blood")
+
+
+def check(api, **body):
+    return api.post("/api/v1/consent-checks", data=json.dumps(body), content_type="application/json")
+
+
+QUESTION = {"sample": "S-1", "study": "hmb-study", "purpose": "DUO:0000006"}
+
+
+def test_permit_with_evidence_a_custodian_can_verify(
+    api, sample, participant, purposes, approved_study, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.consent_grant(participant=participant, purpose=purposes["general-research"])
+    response = check(api, **QUESTION)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["decision"] == "permit"
+    assert [r["code"] for r in body["reasons"]] == ["consent_active"]
+    consent = body["evidence"]["consent"]
+    assert consent["credential"]["credentialSubject"]["purpose"] == "DUO:0000042"
+    assert consent["credential_status"] == {"revoked": False, "suspended": False}
+    ledger = consent["latest_event"]["ledger"]
+    for key in ("index", "tree_size", "inclusion_proof", "checkpoint", "leaf_hash"):
+        assert key in ledger
+    assert ledger["checkpoint"].startswith("localhost/consent-portal/ledger\n")
+
+
+def test_the_check_itself_is_recorded_on_the_ledger(api, sample, approved_study):
+    before = Entry.objects.filter(kind="consent.check").count()
+    body = check(api, **QUESTION).json()
+    assert Entry.objects.filter(kind="consent.check").count() == before + 1
+    stored = ConsentCheck.objects.get(pk=body["check"])
+    payload = json.loads(bytes(stored.ledger_entry.payload))
+    assert payload["decision"] == "deny" and payload["reasons"] == ["no_consent"]
+
+
+def test_suspended_then_revoked_consent_denies(api, sample, participant, purposes, approved_study):
+    consent = services.consent_grant(participant=participant, purpose=purposes["health-medical-research"])
+    services.consent_change(participant=participant, consent_id=consent.pk, action="suspend")
+    body = check(api, **QUESTION).json()
+    assert body["decision"] == "deny" and body["reasons"][0]["code"] == "consent_suspended"
+    assert body["evidence"]["consent"]["credential_status"]["suspended"] is True
+    services.consent_change(participant=participant, consent_id=consent.pk, action="revoke")
+    body = check(api, **QUESTION).json()
+    assert body["decision"] == "deny" and body["reasons"][0]["code"] == "consent_revoked"
+
+
+def test_purpose_not_covered_denies(api, sample, participant, purposes, approved_study):
+    services.consent_grant(participant=participant, purpose=purposes["diabetes-research"])
+    body = check(api, **QUESTION).json()
+    assert body["decision"] == "deny"
+    assert body["reasons"][0]["code"] == "purpose_not_covered"
+
+
+def test_study_not_approved_for_the_purpose_denies(api, sample, participant, purposes, approved_study):
+    services.consent_grant(participant=participant, purpose=purposes["general-research"])
+    body = check(api, **{**QUESTION, "purpose": "DUO:0000042"}).json()
+    assert body["decision"] == "deny" and body["reasons"][0]["code"] == "study_not_approved"
+
+
+def test_unknown_sample_is_a_404_deny_and_is_recorded(api, approved_study):
+    response = check(api, **{**QUESTION, "sample": "nope"})
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error"] == "unknown_sample" and body["decision"] == "deny"
+    assert ConsentCheck.objects.filter(pk=body["check"]).exists()
+
+
+def test_another_custodians_sample_is_unknown_to_this_custodian(sample, approved_study, db):
+    _, other_token = services.custodian_create(name="Other lab")
+    other = Client(HTTP_AUTHORIZATION=f"Bearer {other_token}")
+    response = check(other, **QUESTION)
+    assert response.status_code == 404 and response.json()["error"] == "unknown_sample"
+
+
+def test_unknown_study_is_a_404_deny(api, sample):
+    response = check(api, **{**QUESTION, "study": "no-such-study"})
+    assert response.status_code == 404 and response.json()["error"] == "unknown_study"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"study": "hmb-study", "purpose": "DUO:0000006"}, "sample"),
+        ({"sample": "S-1", "purpose": "DUO:0000006"}, "study"),
+        ({"sample": "S-1", "study": "hmb-study", "purpose": "HMB"}, "purpose"),
+        ({"sample": "S-1", "study": "hmb-study", "purpose": "DUO:0009999"}, "purpose"),
+        ({"sample": "S-1", "study": "hmb-study", "purpose": "DUO:0000046"}, "purpose"),  # a modifier
+    ],
+)
+def test_bad_fields_are_400_naming_the_field(api, sample, body, field):
+    before = ConsentCheck.objects.count()
+    response = check(api, **body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+    assert field in response.json()["fields"]
+    assert ConsentCheck.objects.count() == before
+
+
+def test_malformed_json_is_400(api):
+    response = api.post("/api/v1/consent-checks", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "parse_error"
+    assert "JSON" in response.json()["detail"]
+
+
+def test_oversized_body_is_413(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post(
+        "/api/v1/consent-checks", data=json.dumps({"sample": "x" * 2000}), content_type="application/json"
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Token abc", "Bearer"])
+def test_missing_or_wrong_token_is_401(db, header):
+    client = Client(HTTP_AUTHORIZATION=header) if header else Client()
+    response = check(client, **QUESTION)
+    assert response.status_code == 401
+    assert response.json()["error"] in ("not_authenticated", "bad_token", "bad_authorization_header")
+
+
+def test_a_custodian_reads_only_its_own_checks(api, sample, approved_study):
+    check_id = check(api, **QUESTION).json()["check"]
+    assert api.get(f"/api/v1/consent-checks/{check_id}").status_code == 200
+    _, other_token = services.custodian_create(name="Other lab")
+    other = Client(HTTP_AUTHORIZATION=f"Bearer {other_token}")
+    assert other.get(f"/api/v1/consent-checks/{check_id}").status_code == 404
+
+
+def test_custodian_registers_a_sample_by_participant_code(api, participant):
+    body = {"sample": "S-9", "participant": str(participant.pseudonym), "kind": "saliva"}
+    response = api.post("/api/v1/samples", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 201
+    again = api.post("/api/v1/samples", data=json.dumps(body), content_type="application/json")
+    assert again.status_code == 409 and again.json()["error"] == "duplicate_sample"
+    unknown = api.post(
+        "/api/v1/samples",
+        data=json.dumps({**body, "sample": "S-10", "participant": "00000000-0000-0000-0000-000000000000"}),
+        content_type="application/json",
+    )
+    assert unknown.status_code == 400 and "participant" in unknown.json()["fields"]
+
+
+def test_openapi_schema_is_served(client, db):
+    response = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = json.loads(response.content)["paths"]
+    assert "/api/v1/consent-checks" in paths and "/api/v1/ledger/checkpoint" in paths
+
+
+def test_create_custodian_prints_a_token_that_works(db, capsys):
+    from django.core.management import call_command
+
+    call_command("create_custodian", "--name", "CLI lab")
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    response = check(Client(HTTP_AUTHORIZATION=f"Bearer {token}"), **QUESTION)
+    assert response.status_code == 404  # authenticated; the sample is simply not theirs

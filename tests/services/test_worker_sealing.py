@@ -1,0 +1,64 @@
+"""The sealing path on real components: PostgreSQL, Redis, a separate worker process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from consent_portal import demo, services
+from ledger import selectors as ledger_selectors
+from ledger.models import Entry
+from tests.services.conftest import ROOT, test_database_url, wait_for
+
+pytestmark = pytest.mark.services
+
+
+def pending():
+    return Entry.objects.filter(index__isnull=True).count()
+
+
+def test_a_separate_worker_seals_consent_events_from_the_redis_queue(celery_worker_process):
+    demo.purposes_load()
+    participant = services.participant_sign_up(username="walter", password="a long test password 1")
+    consent = services.consent_grant(
+        participant=participant, purpose=services.Purpose.objects.get(slug="general-research")
+    )
+    services.consent_change(participant=participant, consent_id=consent.pk, action="revoke")
+
+    assert wait_for(lambda: pending() == 0), "the worker did not seal the entries"
+    indexes = list(Entry.objects.order_by("index").values_list("index", flat=True))
+    assert indexes == list(range(len(indexes))) and len(indexes) == 3
+    info = ledger_selectors.ledger_info()
+    assert info["size"] == 3
+    event = consent.events.get(action="revoke")
+    evidence = ledger_selectors.entry_evidence(entry_id=event.ledger_entry_id)
+    assert evidence["tree_size"] == 3 and evidence["checkpoint"]
+    # The whole log verifies from the database, as an auditor would run it.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "verify_ledger"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DATABASE_URL": test_database_url()},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_with_the_broker_down_nothing_is_lost_and_the_sweep_seals_it(real_services):
+    demo.purposes_load()
+    # A separate process whose broker is unreachable grants a consent.
+    script = (
+        "from consent_portal import services; from consent_portal.models import Purpose; "
+        "p = services.participant_sign_up(username='xena', password='a long test password 1'); "
+        "services.consent_grant(participant=p, purpose=Purpose.objects.get(slug='general-research'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": "redis://127.0.0.1:1/0"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert pending() == 2  # enrolment and grant: committed, not sealed, not lost
+
+    from ledger.tasks import sweep
+
+    sweep()
+    assert pending() == 0
