@@ -4,6 +4,7 @@ Tokens are random and shown once; the database keeps only their SHA-256, so a da
 leak does not leak working tokens.
 """
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 
@@ -28,3 +29,13 @@ class CustodianTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'Bearer realm="api"'
+
+
+class CustodianTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the bearer token in the OpenAPI schema."""
+
+    target_class = CustodianTokenAuthentication
+    name = "custodianToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A custodian token from create_custodian."}

@@ -5,8 +5,15 @@
 `fields` appears when particular input fields were wrong, keyed by field name.
 """
 
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class BodyTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The request body is over the size limit."
+    default_code = "body_too_large"
 
 
 def _first_message(detail) -> str:
@@ -19,6 +26,9 @@ def _first_message(detail) -> str:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses the body before DRF parses it; say so as JSON, not as a 400 page.
+        exc = BodyTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -111,7 +111,8 @@ def test_ethics_member_approves_a_study_use_and_sees_the_ledger(ethics_member, p
     assert use.status == StudyUse.APPROVED
 
 
-def test_load_demo_is_idempotent(db, capsys):
+def test_load_demo_is_idempotent(db, capsys, settings):
+    settings.DEBUG = True
     from django.core.management import call_command
 
     call_command("load_demo")

@@ -45,7 +45,7 @@ def real_services(transactional_db):
     return url
 
 
-def test_database_url() -> str:
+def worker_database_url() -> str:
     """DATABASE_URL, but naming the test database pytest-django created."""
     parts = urlsplit(os.environ["DATABASE_URL"])
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
@@ -62,7 +62,7 @@ def celery_worker_process(real_services, request):
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"worker-{request.node.name}.log"
     log = log_path.open("w")
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": real_services}
+    env = {**os.environ, "DATABASE_URL": worker_database_url(), "REDIS_URL": real_services}
     env.pop("CELERY_BROKER_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "consent_portal", "worker", "--pool=solo",

@@ -9,7 +9,7 @@ import pytest
 from consent_portal import demo, services
 from ledger import selectors as ledger_selectors
 from ledger.models import Entry
-from tests.services.conftest import ROOT, test_database_url, wait_for
+from tests.services.conftest import ROOT, worker_database_url, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -37,7 +37,7 @@ def test_a_separate_worker_seals_consent_events_from_the_redis_queue(celery_work
     # The whole log verifies from the database, as an auditor would run it.
     result = subprocess.run(
         [sys.executable, "manage.py", "verify_ledger"], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "DATABASE_URL": test_database_url()},
+        env={**os.environ, "DATABASE_URL": worker_database_url()},
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -52,7 +52,7 @@ def test_with_the_broker_down_nothing_is_lost_and_the_sweep_seals_it(real_servic
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": "redis://127.0.0.1:1/0"},
+        env={**os.environ, "DATABASE_URL": worker_database_url(), "REDIS_URL": "redis://127.0.0.1:1/0"},
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
