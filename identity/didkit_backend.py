@@ -1,0 +1,114 @@
+"""The only module that imports didkit.
+
+didkit's Python binding is frozen at 0.3.3 (VC Data Model 1.1, Ed25519Signature2018, its
+own built-in JSON-LD contexts). Most of its functions are coroutines that need a running
+event loop; this module exposes small synchronous functions instead and turns every didkit
+exception into CredentialError, so swapping the library later touches one file.
+
+Only DID methods that resolve offline (did:key, did:jwk) are accepted: for anything else,
+did:web for instance, didkit would make an HTTP request, and the portal runs in a closed
+network.
+"""
+
+import asyncio
+import concurrent.futures
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import didkit
+
+OFFLINE_DID_METHODS = ("did:key:", "did:jwk:")
+_PROOF_OPTIONS = json.dumps({"proofPurpose": "assertionMethod"})
+# didkit raises DIDKitException, and ValueError for input it cannot parse.
+_DIDKIT_ERRORS = (didkit.DIDKitException, ValueError)
+
+
+class CredentialError(ValueError):
+    """didkit refused a key, DID, credential or proof; the message says why."""
+
+
+def _run(call: Callable[[], Awaitable[str]]) -> str:
+    """Runs one didkit coroutine to completion from synchronous code.
+
+    The awaitable must be created inside the loop that awaits it (pyo3-asyncio binds it to
+    the running loop), hence a factory. Inside an already running loop (an async view, a
+    browser test) the call runs on a worker thread with a loop of its own.
+    """
+
+    async def main() -> str:
+        return await call()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(_run, call).result()
+    try:
+        return asyncio.run(main())
+    except _DIDKIT_ERRORS as exc:
+        raise CredentialError(str(exc)) from None
+
+
+def _check_offline_did(did_or_url: Any) -> None:
+    if not isinstance(did_or_url, str) or not did_or_url.startswith(OFFLINE_DID_METHODS):
+        raise CredentialError(
+            f"DID {did_or_url!r} cannot be resolved offline: only did:key and did:jwk are supported"
+        )
+
+
+def generate_ed25519_jwk() -> str:
+    """A new Ed25519 private key as a JWK (JSON text, includes "d")."""
+    return didkit.generate_ed25519_key()
+
+
+def did_key_from_jwk(jwk: str) -> str:
+    try:
+        return didkit.key_to_did("key", jwk)
+    except _DIDKIT_ERRORS as exc:
+        raise CredentialError(str(exc)) from None
+
+
+def verification_method(jwk: str) -> str:
+    """The did:key verification method URL (did#fragment) for the key."""
+    return _run(lambda: didkit.key_to_verification_method("key", jwk))
+
+
+def issue_credential(credential: dict, *, jwk: str, verification_method: str) -> dict:
+    """Signs a credential with an Ed25519Signature2018 assertionMethod proof."""
+    options = json.dumps(
+        {"proofPurpose": "assertionMethod", "verificationMethod": verification_method}
+    )
+    signed = json.loads(_run(lambda: didkit.issue_credential(json.dumps(credential), options, jwk)))
+    # didkit returns the members in hash order; keep the caller's order when nothing else
+    # changed, so stored and served documents read the way they were written.
+    if {key: value for key, value in signed.items() if key != "proof"} == credential:
+        return {**credential, "proof": signed["proof"]}
+    return signed
+
+
+def verify_credential(document: dict) -> dict:
+    """didkit's verification result: {"checks": [...], "warnings": [...], "errors": [...]}.
+
+    Checks the proof only: didkit 0.3.3 neither checks expirationDate nor, unless asked
+    (we never ask: it would fetch), the credential status.
+    """
+    if not isinstance(document, dict):
+        raise CredentialError("a credential must be a JSON object")
+    issuer = document.get("issuer")
+    _check_offline_did(issuer.get("id") if isinstance(issuer, dict) else issuer)
+    proofs = document.get("proof")
+    for proof in proofs if isinstance(proofs, list) else [proofs]:
+        if not isinstance(proof, dict):
+            raise CredentialError("the credential has no proof")
+        _check_offline_did(proof.get("verificationMethod"))
+    result = _run(lambda: didkit.verify_credential(json.dumps(document), _PROOF_OPTIONS))
+    return json.loads(result)
+
+
+def resolve_did(did: str) -> dict:
+    """The DID document of a did:key or did:jwk, computed locally."""
+    _check_offline_did(did)
+    return json.loads(_run(lambda: didkit.resolve_did(did, "{}")))
