@@ -22,7 +22,9 @@ CHROMIUM_FLAGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright keeps an event loop in the main thread while it runs, which
+# would break asyncio.run() in tests collected after this folder.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         require_or_skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")

@@ -1,0 +1,202 @@
+"""Read-only ledger API: tree head, checkpoint, leaves and proofs (hashes in base64)."""
+
+import base64
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger import selectors
+from ledger.permissions import LedgerReadPermission
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class _JSONErrors(BaseContentNegotiation):
+    """Errors are JSON whatever the Accept header says, instead of a 406."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class LedgerView(APIView):
+    permission_classes = [LedgerReadPermission]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JSONErrors
+
+
+class InclusionQuery(serializers.Serializer):
+    index = serializers.IntegerField(min_value=0)
+    tree_size = serializers.IntegerField(min_value=1)
+
+    def validate(self, data):
+        if data["index"] >= data["tree_size"]:
+            raise ValidationError({"index": "Must be less than tree_size."})
+        return data
+
+
+class ConsistencyQuery(serializers.Serializer):
+    first = serializers.IntegerField(min_value=1)
+    second = serializers.IntegerField(min_value=1)
+
+    def validate(self, data):
+        if data["first"] > data["second"]:
+            raise ValidationError({"first": "Must not be greater than second."})
+        return data
+
+
+def _query(serializer_class, request) -> dict:
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
+def _within_tree(field: str, size: int) -> None:
+    current = selectors.tree_size()
+    if size > current:
+        raise ValidationError({field: f"Is beyond the ledger, which has {current} entries."})
+
+
+_ERRORS = {
+    400: OpenApiResponse(
+        description="A parameter is missing, malformed or out of range: {error, detail, fields}."
+    ),
+    401: OpenApiResponse(description="No credentials, when the ledger is not public."),
+    404: OpenApiResponse(description="Not found: {error, detail}."),
+}
+_HASHES = serializers.ListField(child=serializers.CharField(), help_text="Base64 SHA-256 hashes.")
+
+
+class InfoView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_info",
+        summary="Ledger tree head",
+        responses={
+            200: inline_serializer(
+                "LedgerInfo",
+                {
+                    "origin": serializers.CharField(),
+                    "size": serializers.IntegerField(),
+                    "root_hash": serializers.CharField(help_text="Base64 SHA-256 root."),
+                    "verifier_key": serializers.CharField(
+                        help_text="C2SP signed-note verifier key."
+                    ),
+                    "last_sealed_at": serializers.DateTimeField(allow_null=True),
+                    "pending": serializers.IntegerField(),
+                },
+            ),
+            401: _ERRORS[401],
+        },
+    )
+    def get(self, request):
+        return Response(selectors.ledger_info())
+
+
+class CheckpointView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_checkpoint",
+        summary="Latest signed checkpoint (C2SP tlog-checkpoint signed note)",
+        responses={(200, "text/plain"): OpenApiTypes.STR, 401: _ERRORS[401], 404: _ERRORS[404]},
+    )
+    def get(self, request):
+        checkpoint = selectors.checkpoint_latest()
+        if checkpoint is None:
+            raise NotFound("Nothing has been sealed yet, so there is no checkpoint.")
+        return HttpResponse(checkpoint.note, content_type="text/plain; charset=utf-8")
+
+
+class EntryView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_entry",
+        summary="The bytes of a sealed leaf, exactly as hashed",
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            401: _ERRORS[401],
+            404: _ERRORS[404],
+        },
+    )
+    def get(self, request, index: int):
+        payload = selectors.entry_payload(index=index)
+        if payload is None:
+            raise NotFound(f"No sealed entry has index {index}.")
+        return HttpResponse(payload, content_type="application/json")
+
+
+class InclusionProofView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_proof_inclusion",
+        summary="Inclusion proof (RFC 9162 §2.1.3)",
+        parameters=[
+            OpenApiParameter("index", int, required=True, description="Leaf index, from 0."),
+            OpenApiParameter(
+                "tree_size", int, required=True, description="Tree size, at most the ledger's."
+            ),
+        ],
+        responses={
+            200: inline_serializer(
+                "InclusionProof",
+                {
+                    "index": serializers.IntegerField(),
+                    "tree_size": serializers.IntegerField(),
+                    "leaf_hash": serializers.CharField(),
+                    "hashes": _HASHES,
+                },
+            ),
+            **_ERRORS,
+        },
+    )
+    def get(self, request):
+        query = _query(InclusionQuery, request)
+        _within_tree("tree_size", query["tree_size"])
+        leaf, proof = selectors.leaf_inclusion(**query)
+        return Response({**query, "leaf_hash": _b64(leaf), "hashes": [_b64(h) for h in proof]})
+
+
+class ConsistencyProofView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_proof_consistency",
+        summary="Consistency proof (RFC 9162 §2.1.4)",
+        parameters=[
+            OpenApiParameter("first", int, required=True, description="Earlier tree size, from 1."),
+            OpenApiParameter(
+                "second", int, required=True, description="Later tree size, at most the ledger's."
+            ),
+        ],
+        responses={
+            200: inline_serializer(
+                "ConsistencyProof",
+                {
+                    "first": serializers.IntegerField(),
+                    "second": serializers.IntegerField(),
+                    "hashes": _HASHES,
+                },
+            ),
+            **_ERRORS,
+        },
+    )
+    def get(self, request):
+        query = _query(ConsistencyQuery, request)
+        _within_tree("second", query["second"])
+        proof = selectors.proof_consistency(**query)
+        return Response({**query, "hashes": [_b64(h) for h in proof]})
