@@ -33,6 +33,18 @@ class DuoTerm(models.Model):
         return f"{self.id} {self.shorthand or self.label}"
 
 
+class Disease(models.Model):
+    """A disease term (MONDO ids) with its parent, so a consent to research on a disease
+    covers research on its sub-diseases."""
+
+    id = models.CharField(primary_key=True, max_length=32)  # "MONDO:0005015"
+    label = models.CharField(max_length=200)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+
+    def __str__(self):
+        return f"{self.id} {self.label}"
+
+
 class Purpose(models.Model):
     """Something a participant can consent to: one DUO permission (with a disease for DS),
     narrowed by zero or more DUO modifiers."""
@@ -49,6 +61,10 @@ class Purpose(models.Model):
     modifiers = models.ManyToManyField(
         DuoTerm, blank=True, related_name="+", limit_choices_to={"kind": "modifier"}
     )
+    # Parameters of modifiers that need them, keyed by DUO id, e.g.
+    # {"DUO:0000022": {"countries": ["GB"]}, "DUO:0000025": {"months": 60}}.
+    # consent_portal.decisions.MODIFIER_PARAMS says which modifier takes what.
+    modifier_params = models.JSONField(default=dict, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
@@ -86,6 +102,8 @@ class Consent(models.Model):
     credential_id = models.CharField(max_length=100, unique=True)
     granted_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    # When a suspension ends by itself; swept by beat (consent_portal.tasks).
+    suspended_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -123,7 +141,15 @@ class Study(models.Model):
     identifier = models.SlugField(max_length=64, unique=True)
     title = models.CharField(max_length=300)
     institution = models.CharField(max_length=300)
-    commercial = models.BooleanField(default=False)
+    commercial = models.BooleanField(default=False, help_text="Commercial use of the data (NCU).")
+    for_profit = models.BooleanField(default=False, help_text="A for-profit organisation (NPU).")
+    countries = models.JSONField(default=list, help_text="ISO 3166-1 alpha-2 codes where data is used (GS).")
+    collaborators = models.JSONField(default=list, help_text="Named collaborating investigators (COL).")
+    investigators = models.JSONField(default=list, help_text="Users who will access the data (US).")
+    irb_reference = models.CharField(max_length=200, blank=True, help_text="Local IRB/ERB approval (IRB).")
+    will_publish = models.BooleanField(default=False, help_text="Results will be published (PUB).")
+    returns_derived_data = models.BooleanField(default=False, help_text="Derived data returned (RTN).")
+    methods_development = models.BooleanField(default=False, help_text="Develops methods or software (NMDS).")
     summary = models.TextField(blank=True)
     submitted_at = models.DateTimeField(auto_now_add=True)
 
@@ -150,6 +176,8 @@ class StudyUse(models.Model):
     disease_id = models.CharField(max_length=32, blank=True)
     disease_label = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    # An approval lasts until this date; a study past it receives no permit.
+    expires_on = models.DateField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -214,3 +242,88 @@ class ConsentCheck(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class ConsentRequest(models.Model):
+    """An approved study use asking a participant who has not granted it (dynamic consent).
+
+    The study sees how many answered; who refused stays here."""
+
+    OPEN = "open"
+    GRANTED = "granted"
+    DECLINED = "declined"
+    STATUSES = [(OPEN, "open"), (GRANTED, "granted"), (DECLINED, "declined")]
+
+    use = models.ForeignKey(StudyUse, on_delete=models.CASCADE, related_name="requests")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="requests")
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=STATUSES, default=OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["use", "participant"], name="one_request_per_use_participant")
+        ]
+
+
+class Withdrawal(models.Model):
+    """A participant's withdrawal, at one of the levels large biobanks offer."""
+
+    NO_CONTACT = "no_contact"
+    NO_ACCESS = "no_access"
+    NO_USE = "no_use"
+    LEVELS = [
+        (NO_CONTACT, "No further contact"),
+        (NO_ACCESS, "No further access (data already shared stays)"),
+        (NO_USE, "No further use (samples and data destroyed)"),
+    ]
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="withdrawals")
+    level = models.CharField(max_length=12, choices=LEVELS)
+    created_at = models.DateTimeField()
+    ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class WithdrawalInstruction(models.Model):
+    """What one custodian must do for one sample after a withdrawal, in feed order."""
+
+    STOP_ACCESS = "stop_access"
+    DESTROY = "destroy"
+    ACTIONS = [(STOP_ACCESS, "stop access"), (DESTROY, "destroy sample and data")]
+
+    # The feed cursor: custodians read ?since=<seq>.
+    seq = models.BigAutoField(primary_key=True)
+    withdrawal = models.ForeignKey(Withdrawal, on_delete=models.CASCADE, related_name="instructions")
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="instructions")
+    action = models.CharField(max_length=12, choices=ACTIONS)
+    created_at = models.DateTimeField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    confirmation_entry = models.OneToOneField(
+        "ledger.Entry", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+
+class BulkCheck(models.Model):
+    """A custodian's bulk question; the ledger entry carries the digest of every answer."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    custodian = models.ForeignKey(Custodian, on_delete=models.PROTECT, related_name="bulk_checks")
+    study_identifier = models.CharField(max_length=64)
+    purpose_id = models.CharField(max_length=16)
+    count = models.PositiveIntegerField()
+    permits = models.PositiveIntegerField()
+    results_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
+
+
+class Erasure(models.Model):
+    """Right to erasure: the person behind a pseudonym is gone; the pseudonym stays unlinked."""
+
+    participant = models.OneToOneField(Participant, on_delete=models.CASCADE, related_name="erasure")
+    erased_at = models.DateTimeField()

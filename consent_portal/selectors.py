@@ -7,6 +7,7 @@ from django.db.models import Count, Prefetch
 from consent_portal import decisions
 from consent_portal.models import (
     Consent,
+    Disease,
     ConsentCheck,
     ConsentEvent,
     Custodian,
@@ -61,20 +62,62 @@ def participant_credential_ids(*, participant: Participant) -> list[str]:
     return ids
 
 
-def consent_views(*, participant: Participant) -> list[decisions.ConsentView]:
-    consents = Consent.objects.filter(participant=participant).select_related("purpose").prefetch_related(
-        Prefetch("purpose__modifiers")
+def consent_views_by_participant(*, participant_ids) -> dict[int, list[decisions.ConsentView]]:
+    """Every consent of these participants, as the rule reads them, in two queries
+    whatever the number of participants (bulk checks rely on this)."""
+    purposes = {
+        p.pk: p
+        for p in Purpose.objects.prefetch_related("modifiers")
+    }
+    views: dict[int, list[decisions.ConsentView]] = {pid: [] for pid in participant_ids}
+    rows = Consent.objects.filter(participant_id__in=participant_ids).values_list(
+        "pk", "participant_id", "purpose_id", "state", "granted_at"
     )
-    return [
-        decisions.ConsentView(
-            consent_id=c.pk,
-            state=c.state,
-            permission=c.purpose.permission_id,
-            disease_id=c.purpose.disease_id,
-            modifiers=frozenset(m.id for m in c.purpose.modifiers.all()),
+    for pk, participant_id, purpose_id, state, granted_at in rows.iterator(chunk_size=5000):
+        purpose = purposes[purpose_id]
+        views[participant_id].append(
+            decisions.ConsentView(
+                consent_id=pk,
+                state=state,
+                permission=purpose.permission_id,
+                disease_id=purpose.disease_id,
+                modifiers=frozenset(m.id for m in purpose.modifiers.all()),
+                params=purpose.modifier_params,
+                granted_on=granted_at.date(),
+            )
         )
-        for c in consents
-    ]
+    return views
+
+
+def consent_views(*, participant: Participant) -> list[decisions.ConsentView]:
+    return consent_views_by_participant(participant_ids=[participant.pk])[participant.pk]
+
+
+def disease_lineage(*, disease_id: str) -> tuple[str, ...]:
+    """The disease and its ancestors, nearest first; just the id when no hierarchy is loaded."""
+    if not disease_id:
+        return ()
+    lineage = [disease_id]
+    parents = dict(Disease.objects.values_list("id", "parent_id"))
+    while parents.get(lineage[-1]) and parents[lineage[-1]] not in lineage:
+        lineage.append(parents[lineage[-1]])
+    return tuple(lineage)
+
+
+def study_facts(*, study: Study) -> decisions.Study:
+    return decisions.Study(
+        identifier=study.identifier,
+        institution=study.institution,
+        commercial=study.commercial,
+        for_profit=study.for_profit,
+        countries=frozenset(study.countries),
+        collaborators=frozenset(study.collaborators),
+        investigators=frozenset(study.investigators),
+        irb_reference=study.irb_reference,
+        will_publish=study.will_publish,
+        returns_derived_data=study.returns_derived_data,
+        methods_development=study.methods_development,
+    )
 
 
 def consent_counts() -> dict[str, dict[str, int]]:
@@ -96,3 +139,25 @@ def studies_for_review():
 
 def latest_checks(*, limit: int = 20):
     return ConsentCheck.objects.select_related("custodian", "ledger_entry")[:limit]
+
+
+def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
+    """Per consent: its credential, state and the ledger position of its latest event, in
+    two queries. Inclusion proofs are fetched per index from the ledger API when needed."""
+    evidence = {
+        pk: {"credential": credential_id, "consent_state": state, "purpose": slug, "latest_event": None}
+        for pk, credential_id, state, slug in Consent.objects.filter(pk__in=consent_ids).values_list(
+            "pk", "credential_id", "state", "purpose__slug"
+        )
+    }
+    events = (
+        ConsentEvent.objects.filter(consent_id__in=consent_ids)
+        .order_by("consent_id", "-created_at")
+        .values_list("consent_id", "action", "created_at", "ledger_entry__index")
+    )
+    for consent_id, action, created_at, index in events.iterator(chunk_size=5000):
+        if evidence[consent_id]["latest_event"] is None:
+            evidence[consent_id]["latest_event"] = {
+                "action": action, "at": created_at.isoformat(), "ledger_index": index,
+            }
+    return evidence
