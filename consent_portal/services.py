@@ -5,8 +5,10 @@ written in one transaction; the ledger's sealing task leaves only on commit.
 """
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -15,6 +17,7 @@ from django.utils import timezone
 
 from consent_portal import decisions, selectors
 from consent_portal.models import (
+    BulkCheck,
     Consent,
     ConsentCheck,
     ConsentEvent,
@@ -129,12 +132,19 @@ _TRANSITIONS = {
 }
 
 
-def consent_change(*, participant: Participant, consent_id: int, action: str) -> Consent:
-    """Suspend, resume or revoke one of this participant's consents."""
+def consent_change(
+    *, participant: Participant, consent_id: int, action: str, suspend_until: datetime | None = None
+) -> Consent:
+    """Suspend, resume or revoke one of this participant's consents.
+
+    A suspension may carry an end (`suspend_until`); the beat sweep resumes it then.
+    """
     if action not in _TRANSITIONS:
         raise ConsentStateError(f"Unknown action '{action}'.")
     allowed_from, new_state, set_status = _TRANSITIONS[action]
     now = timezone.now()
+    if suspend_until is not None and (action != ConsentEvent.SUSPEND or suspend_until <= now):
+        raise ConsentStateError("A suspension end must be in the future, and only a suspension has one.")
     with transaction.atomic():
         # Filtering by participant is what keeps one participant out of another's consents.
         consent = (
@@ -149,7 +159,8 @@ def consent_change(*, participant: Participant, consent_id: int, action: str) ->
             raise ConsentStateError(f"A {consent.state} consent cannot be {action}d.")
         consent.state = new_state
         consent.updated_at = now
-        consent.save(update_fields=["state", "updated_at"])
+        consent.suspended_until = suspend_until
+        consent.save(update_fields=["state", "updated_at", "suspended_until"])
         set_status(credential_id=consent.credential_id)
         _consent_event_record(consent=consent, action=action, now=now)
     return consent
@@ -227,6 +238,31 @@ class CheckOutcome:
     unknown: str | None = None
 
 
+def _approved_use(*, study: Study, purpose: str, today) -> tuple[StudyUse | None, list]:
+    """The study's approved, unexpired use for `purpose`, or the reason there is none."""
+    use = study.uses.filter(permission_id=purpose, status=StudyUse.APPROVED).first()
+    if use is None:
+        return None, [decisions.Reason(
+            "study_not_approved",
+            f"Study '{study.identifier}' is not approved by the ethics committee for {purpose}.",
+        )]
+    if use.expires_on is not None and use.expires_on < today:
+        return None, [decisions.Reason(
+            "study_approval_expired",
+            f"Study '{study.identifier}' was approved for {purpose} until {use.expires_on.isoformat()}.",
+        )]
+    return use, []
+
+
+def _use_facts(*, study: Study, use: StudyUse, today) -> decisions.Use:
+    return decisions.Use(
+        permission=use.permission_id,
+        study=selectors.study_facts(study=study),
+        today=today,
+        disease_lineage=selectors.disease_lineage(disease_id=use.disease_id),
+    )
+
+
 def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str) -> CheckOutcome:
     """Answer whether `custodian` may release `sample` to `study` for `purpose` (a DUO id).
 
@@ -241,27 +277,18 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
     study_row = Study.objects.filter(identifier=study).first()
     unknown = None
     consent = None
+    decision = ConsentCheck.DENY
     if sample_row is None:
         unknown = "unknown_sample"
         reasons = [decisions.Reason(unknown, f"No sample '{sample}' is registered to this custodian.")]
     elif study_row is None:
         unknown = "unknown_study"
         reasons = [decisions.Reason(unknown, f"No study '{study}' is registered.")]
-    if unknown:
-        decision = ConsentCheck.DENY
     else:
-        use = study_row.uses.filter(permission_id=purpose, status=StudyUse.APPROVED).first()
-        if use is None:
-            decision = ConsentCheck.DENY
-            reasons = [decisions.Reason(
-                "study_not_approved",
-                f"Study '{study}' is not approved by the ethics committee for {purpose}.",
-            )]
-        else:
+        use, reasons = _approved_use(study=study_row, purpose=purpose, today=now.date())
+        if use is not None:
             views = selectors.consent_views(participant=sample_row.participant)
-            decision, reasons, named = decisions.decide(
-                views, decisions.Use(purpose, use.disease_id, study_row.commercial)
-            )
+            decision, reasons, named = decisions.decide(views, _use_facts(study=study_row, use=use, today=now.date()))
             if named is not None:
                 consent = Consent.objects.select_related("purpose").get(pk=named.consent_id)
     evidence = _check_evidence(sample=sample, study=study, purpose=purpose, consent=consent)
@@ -293,6 +320,81 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
         )
         check.save(force_insert=True)
     return CheckOutcome(check=check, unknown=unknown)
+
+
+BULK_LIMIT = 10_000
+
+
+def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study, purpose: str) -> dict:
+    """Answer for many samples of one custodian, one study and one purpose, in one pass.
+
+    The queries do not grow with the number of samples. The ledger records one entry for
+    the whole answer: the SHA-256 of its canonical JSON, so a custodian who keeps the
+    answer can prove what it was told.
+    """
+    now = timezone.now()
+    today = now.date()
+    use, study_reasons = _approved_use(study=study, purpose=purpose, today=today)
+    rows = {
+        identifier: (sample_pk, participant_id)
+        for sample_pk, identifier, participant_id in Sample.objects.filter(
+            custodian=custodian, identifier__in=samples
+        ).values_list("pk", "identifier", "participant_id").iterator(chunk_size=5000)
+    }
+    views = selectors.consent_views_by_participant(participant_ids={p for _, p in rows.values()}) if use else {}
+    use_facts = _use_facts(study=study, use=use, today=today) if use else None
+    named_ids = set()
+    answers = []
+    for identifier in samples:
+        if identifier not in rows:
+            decision, reasons, named = "deny", [decisions.Reason(
+                "unknown_sample", f"No sample '{identifier}' is registered to this custodian.")], None
+        elif use is None:
+            decision, reasons, named = "deny", study_reasons, None
+        else:
+            decision, reasons, named = decisions.decide(views[rows[identifier][1]], use_facts)
+        answers.append((identifier, decision, reasons, named))
+        if named is not None:
+            named_ids.add(named.consent_id)
+    evidence = selectors.consent_evidence_bulk(consent_ids=named_ids)
+    results = [
+        {
+            "sample": identifier,
+            "decision": decision,
+            "reasons": [r.as_dict() for r in reasons],
+            "evidence": evidence.get(named.consent_id) if named else None,
+        }
+        for identifier, decision, reasons, named in answers
+    ]
+    digest = hashlib.sha256(canonical_json(results)).hexdigest()
+    permits = sum(1 for r in results if r["decision"] == "permit")
+    with transaction.atomic():
+        bulk = BulkCheck(
+            custodian=custodian, study_identifier=study.identifier, purpose_id=purpose,
+            count=len(results), permits=permits, results_sha256=digest, created_at=now,
+        )
+        bulk.ledger_entry = ledger_services.entry_append(
+            kind="consent.bulk_check",
+            payload={
+                "type": "consent.bulk_check",
+                "check": str(bulk.id),
+                "custodian": custodian.pk,
+                "study": study.identifier,
+                "purpose": purpose,
+                "count": len(results),
+                "permits": permits,
+                "results_sha256": digest,
+                "at": now.isoformat(),
+            },
+        )
+        bulk.save(force_insert=True)
+    return {"check": str(bulk.id), "study": study.identifier, "purpose": purpose, "count": len(results),
+            "permits": permits, "results_sha256": digest, "results": results, "bulk": bulk}
+
+
+def canonical_json(value) -> bytes:
+    """The bytes a digest is taken over: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _check_evidence(*, sample: str, study: str, purpose: str, consent: Consent | None) -> dict:
