@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
+from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
 from consent_portal import selectors, services
@@ -26,11 +27,13 @@ def ethics_required(view):
 
 @ethics_required
 def dashboard(request):
+    studies = list(selectors.studies_for_review())
     return render(
         request,
         "ethics/dashboard.html",
         {
-            "studies": selectors.studies_for_review(),
+            "studies": studies,
+            "requests": selectors.request_counts(use_ids=[u.pk for s in studies for u in s.uses.all()]),
             "counts": selectors.consent_counts(),
             "checks": selectors.latest_checks(),
             "ledger": ledger_selectors.ledger_info(),
@@ -46,6 +49,18 @@ def use_decide(request, use_id):
     if decision not in ("approve", "reject") or not StudyUse.objects.filter(pk=use_id).exists():
         messages.error(request, "Choose approve or reject for an existing study use.")
         return redirect("ethics-dashboard")
-    use = services.study_use_decide(use_id=use_id, approve=decision == "approve", member=request.user)
+    expires_on = None
+    if decision == "approve" and request.POST.get("expires_on"):
+        expires_on = parse_date(request.POST["expires_on"])
+        if expires_on is None:
+            messages.error(request, "Give the approval's expiry as a date (YYYY-MM-DD).")
+            return redirect("ethics-dashboard")
+    try:
+        use = services.study_use_decide(
+            use_id=use_id, approve=decision == "approve", member=request.user, expires_on=expires_on
+        )
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("ethics-dashboard")
     messages.success(request, f"{use.study.identifier}: {use.permission_id} {use.status}.")
     return redirect("ethics-dashboard")

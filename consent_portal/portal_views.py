@@ -5,7 +5,7 @@ import json
 from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, JsonResponse
@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from consent_portal import selectors, services
-from consent_portal.models import Consent, Participant, Purpose
+from consent_portal.models import Consent, ConsentRequest, Participant, Purpose, Withdrawal
 from identity import selectors as identity_selectors
 
 
@@ -123,4 +123,76 @@ def credential_download(request, participant, credential_uuid):
     document = identity_selectors.credential_document(credential_id=credential_id)
     response = HttpResponse(json.dumps(document, indent=2), content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="credential-{credential_uuid}.json"'
+    return response
+
+
+# Dynamic consent requests, withdrawal, erasure, FHIR export ------------------------------------
+
+
+@participant_required
+def requests_list(request, participant):
+    return render(
+        request, "portal/requests.html",
+        {"participant": participant, "requests": selectors.open_requests(participant=participant)},
+    )
+
+
+@participant_required
+@require_POST
+def request_answer(request, participant, request_id):
+    answer = request.POST.get("answer")
+    if answer not in ("grant", "decline"):
+        messages.error(request, "Answer with grant or decline.")
+        return redirect("portal-requests")
+    try:
+        services.consent_request_answer(participant=participant, request_id=request_id, grant=answer == "grant")
+    except ConsentRequest.DoesNotExist:
+        raise Http404("No such request.")
+    except services.ConsentStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Thank you: your answer is recorded." if answer == "decline"
+                         else "Thank you: your consent is granted and recorded.")
+    return redirect("portal-requests")
+
+
+@participant_required
+def withdraw(request, participant):
+    if request.method == "POST":
+        level = request.POST.get("level")
+        if level not in dict(Withdrawal.LEVELS):
+            messages.error(request, "Choose one of the withdrawal levels.")
+        elif request.POST.get("confirm") != "yes":
+            messages.error(request, "Tick the box to confirm that you want to withdraw.")
+        else:
+            services.participant_withdraw(participant=participant, level=level)
+            messages.success(request, f"Your withdrawal ({dict(Withdrawal.LEVELS)[level]}) is recorded.")
+        return redirect("portal-withdraw")
+    return render(
+        request, "portal/withdraw.html",
+        {"participant": participant, "levels": Withdrawal.LEVELS,
+         "withdrawals": selectors.withdrawals_of(participant=participant)},
+    )
+
+
+@participant_required
+@require_POST
+def erase(request, participant):
+    if request.POST.get("confirm") != "erase my data":
+        messages.error(request, "Type “erase my data” to confirm erasure.")
+        return redirect("portal-withdraw")
+    services.participant_erase(participant=participant)
+    logout(request)
+    return render(request, "portal/erased.html")
+
+
+@participant_required
+def consent_fhir(request, participant, consent_id):
+    consent = get_object_or_404(
+        Consent.objects.select_related("purpose__permission", "participant"), pk=consent_id, participant=participant
+    )
+    document = identity_selectors.credential_document(credential_id=consent.credential_id)
+    response = JsonResponse(selectors.consent_fhir(consent=consent, credential=document),
+                            json_dumps_params={"indent": 2}, content_type="application/fhir+json")
+    response["Content-Disposition"] = f'attachment; filename="consent-{consent_id}.fhir.json"'
     return response

@@ -1,20 +1,24 @@
 """Every read in the consent domain that is more than a one-line lookup."""
 
+import base64
 import hashlib
+import json
 
 from django.db.models import Count, Prefetch
 
 from consent_portal import decisions
 from consent_portal.models import (
     Consent,
-    Disease,
     ConsentCheck,
     ConsentEvent,
+    ConsentRequest,
+    Disease,
     Custodian,
     Participant,
     Purpose,
     Study,
     StudyUse,
+    WithdrawalInstruction,
 )
 
 
@@ -161,3 +165,100 @@ def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
                 "action": action, "at": created_at.isoformat(), "ledger_index": index,
             }
     return evidence
+
+
+_DEPTH = {decisions.NRES: 0, decisions.GRU: 1, decisions.HMB: 2, decisions.POA: 2, decisions.DS: 3}
+
+
+def purpose_for_use(*, use: decisions.Use) -> Purpose | None:
+    """The narrowest purpose whose consent would cover this use: the one a request asks for.
+
+    Narrowest means deepest in the DUO hierarchy, then the most modifiers the study meets."""
+    candidates = []
+    for purpose in Purpose.objects.prefetch_related("modifiers"):
+        view = decisions.ConsentView(
+            consent_id=0, state="granted", permission=purpose.permission_id, disease_id=purpose.disease_id,
+            modifiers=frozenset(m.id for m in purpose.modifiers.all()), params=purpose.modifier_params,
+            granted_on=use.today,
+        )
+        if not decisions.consent_covers(view, use):
+            candidates.append((_DEPTH.get(purpose.permission_id, 0), len(view.modifiers), -purpose.position, purpose))
+    return max(candidates, key=lambda c: c[:3])[3] if candidates else None
+
+
+def request_counts(*, use_ids) -> dict[int, dict[str, int]]:
+    """How many were asked and how many answered, per study use; never who."""
+    counts = {pk: {"asked": 0, "granted": 0, "declined": 0, "open": 0} for pk in use_ids}
+    rows = ConsentRequest.objects.filter(use_id__in=use_ids).values("use_id", "status").annotate(n=Count("id"))
+    for row in rows:
+        counts[row["use_id"]][row["status"]] = row["n"]
+        counts[row["use_id"]]["asked"] += row["n"]
+    return counts
+
+
+def open_requests(*, participant: Participant):
+    return (
+        ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN)
+        .select_related("use__study", "use__permission", "purpose")
+        .order_by("-created_at")
+    )
+
+
+def withdrawal_feed(*, custodian: Custodian, since: int, limit: int):
+    """Instructions for this custodian's samples after cursor `since`, oldest first."""
+    return (
+        WithdrawalInstruction.objects.filter(sample__custodian=custodian, seq__gt=since)
+        .select_related("sample", "withdrawal", "confirmation_entry")
+        .order_by("seq")[:limit]
+    )
+
+
+def withdrawals_of(*, participant: Participant):
+    return participant.withdrawals.prefetch_related(
+        Prefetch(
+            "instructions",
+            queryset=WithdrawalInstruction.objects.select_related("sample__custodian", "confirmation_entry"),
+        )
+    ).select_related("ledger_entry")
+
+
+_FHIR_STATUS = {Consent.GRANTED: "active", Consent.SUSPENDED: "inactive", Consent.REVOKED: "rejected"}
+DUO_SYSTEM = "http://purl.obolibrary.org/obo/duo.owl"
+
+
+def consent_fhir(*, consent: Consent, credential: dict) -> dict:
+    """The consent as a FHIR R4 (4.0.1) Consent resource.
+
+    The patient is named only by pseudonym; the purpose and modifiers are DUO codes; the
+    verifiable credential rides along as the source attachment."""
+    purpose = consent.purpose
+    codes = [{"system": DUO_SYSTEM, "code": purpose.permission_id, "display": purpose.permission.label}]
+    codes += [{"system": DUO_SYSTEM, "code": m.id, "display": m.label} for m in purpose.modifiers.all()]
+    provision = {
+        "type": "permit",
+        "period": {"start": consent.granted_at.isoformat()},
+        "purpose": [codes[0]],
+        "code": [{"coding": [c]} for c in codes[1:]],
+    }
+    if purpose.disease_id:
+        provision["code"].append({"coding": [{"system": "http://purl.obolibrary.org/obo/mondo.owl",
+                                               "code": purpose.disease_id, "display": purpose.disease_label}]})
+    if not provision["code"]:
+        del provision["code"]
+    return {
+        "resourceType": "Consent",
+        "id": consent.credential_id.removeprefix("urn:uuid:"),
+        "status": _FHIR_STATUS[consent.state],
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentcategorycodes",
+                                  "code": "research"}]}],
+        "patient": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{consent.participant.pseudonym}"}},
+        "dateTime": consent.updated_at.isoformat(),
+        "policyRule": {"coding": [codes[0]]},
+        "sourceAttachment": {
+            "contentType": "application/ld+json",
+            "title": "Consent verifiable credential (W3C VC Data Model 1.1)",
+            "data": base64.b64encode(json.dumps(credential, sort_keys=True).encode()).decode(),
+        },
+        "provision": provision,
+    }

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.mail import send_mass_mail
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,12 +22,16 @@ from consent_portal.models import (
     Consent,
     ConsentCheck,
     ConsentEvent,
+    ConsentRequest,
     Custodian,
+    Erasure,
     Participant,
     Purpose,
     Sample,
     Study,
     StudyUse,
+    Withdrawal,
+    WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
 from identity import services as identity_services
@@ -170,13 +175,19 @@ def consent_change(
 
 
 def study_submit(
-    *, identifier: str, title: str, institution: str, commercial: bool, uses: list[dict], summary: str = ""
+    *, identifier: str, title: str, institution: str, commercial: bool, uses: list[dict],
+    summary: str = "", **facts,
 ) -> Study:
-    """Register a study and the DUO uses it asks for; each use awaits the committee."""
+    """Register a study, its facts (for_profit, countries, collaborators, investigators,
+    irb_reference, will_publish, returns_derived_data, methods_development) and the DUO uses
+    it asks for; each use awaits the committee."""
+    unknown = set(facts) - STUDY_FACTS
+    if unknown:
+        raise ValueError(f"Unknown study facts: {sorted(unknown)}")
     with transaction.atomic():
         study = Study.objects.create(
             identifier=identifier, title=title, institution=institution,
-            commercial=commercial, summary=summary,
+            commercial=commercial, summary=summary, **facts,
         )
         for use in uses:
             StudyUse.objects.create(
@@ -188,13 +199,28 @@ def study_submit(
     return study
 
 
-def study_use_decide(*, use_id: int, approve: bool, member) -> StudyUse:
+STUDY_FACTS = {
+    "for_profit", "countries", "collaborators", "investigators", "irb_reference",
+    "will_publish", "returns_derived_data", "methods_development",
+}
+
+
+def study_use_decide(*, use_id: int, approve: bool, member, expires_on=None) -> StudyUse:
+    """Approve (until `expires_on`, if given) or reject one use. Approval asks the
+    participants who have not granted a covering consent (on commit, in a task)."""
+    if approve and expires_on is not None and expires_on <= timezone.now().date():
+        raise ValueError("An approval must expire in the future.")
     with transaction.atomic():
-        use = StudyUse.objects.select_for_update().get(pk=use_id)
+        use = StudyUse.objects.select_for_update().select_related("study").get(pk=use_id)
         use.status = StudyUse.APPROVED if approve else StudyUse.REJECTED
+        use.expires_on = expires_on if approve else None
         use.decided_by = member
         use.decided_at = timezone.now()
-        use.save(update_fields=["status", "decided_by", "decided_at"])
+        use.save(update_fields=["status", "expires_on", "decided_by", "decided_at"])
+        if approve:
+            from consent_portal import tasks
+
+            transaction.on_commit(lambda: tasks.consent_requests_send.delay(use_id=use.pk))
     return use
 
 
@@ -415,3 +441,218 @@ def _check_evidence(*, sample: str, study: str, purpose: str, consent: Consent |
         },
     }
     return evidence
+
+
+# Dynamic consent: requests from approved studies -------------------------------------------
+
+
+def consent_requests_create(*, use_id: int) -> int:
+    """Ask every participant without a covering consent to consider an approved use.
+
+    Participants who ever granted a covering consent (even if they since revoked it) or who
+    withdrew at any level are not asked. Returns how many were asked; each with an e-mail
+    address on file gets one through Django's mail backend.
+    """
+    use = StudyUse.objects.select_related("study").get(pk=use_id)
+    today = timezone.now().date()
+    if use.status != StudyUse.APPROVED or (use.expires_on and use.expires_on < today):
+        return 0
+    facts = _use_facts(study=use.study, use=use, today=today)
+    purpose = selectors.purpose_for_use(use=facts)
+    if purpose is None:
+        return 0
+    candidates = list(
+        Participant.objects.filter(user__isnull=False, withdrawals__isnull=True)
+        .exclude(requests__use=use)
+        .values_list("pk", flat=True)
+    )
+    views = selectors.consent_views_by_participant(participant_ids=candidates)
+    asked = [
+        pid for pid in candidates
+        if not any(decisions.permission_covers(v.permission, facts.permission) for v in views[pid])
+    ]
+    with transaction.atomic():
+        ConsentRequest.objects.bulk_create(
+            [ConsentRequest(use=use, participant_id=pid, purpose=purpose) for pid in asked],
+            ignore_conflicts=True,
+        )
+    emails = list(
+        Participant.objects.filter(pk__in=asked).exclude(user__email="").values_list("user__email", flat=True)
+    )
+    if emails:
+        send_mass_mail(
+            [
+                (
+                    "A study asks for your consent",
+                    f"The study “{use.study.title}” ({use.study.institution}) has been approved by the "
+                    f"ethics committee for “{purpose.title}”. You have not consented to this use. "
+                    "Log in to the portal to read about it and answer; you are free to say no.",
+                    None,
+                    [email],
+                )
+                for email in emails
+            ],
+            fail_silently=False,
+        )
+    return len(asked)
+
+
+def consent_request_answer(*, participant: Participant, request_id: int, grant: bool, **decision) -> ConsentRequest:
+    """The participant's answer; a yes grants the requested purpose (same path as the portal)."""
+    with transaction.atomic():
+        request = (
+            ConsentRequest.objects.select_for_update().select_related("purpose")
+            .filter(pk=request_id, participant=participant).first()
+        )
+        if request is None:
+            raise ConsentRequest.DoesNotExist("No such request for this participant.")
+        if request.status != ConsentRequest.OPEN:
+            raise ConsentStateError("This request has already been answered.")
+        if grant:
+            live = Consent.objects.filter(participant=participant, purpose=request.purpose).exclude(
+                state=Consent.REVOKED
+            )
+            if not live.exists():
+                consent_grant(participant=participant, purpose=request.purpose, **decision)
+        request.status = ConsentRequest.GRANTED if grant else ConsentRequest.DECLINED
+        request.answered_at = timezone.now()
+        request.save(update_fields=["status", "answered_at"])
+    return request
+
+
+# Suspensions that end by themselves -------------------------------------------------------------
+
+
+def consents_resume_due(*, now=None) -> int:
+    """Resume every suspension whose end has passed; run by beat, safe to run twice."""
+    now = now or timezone.now()
+    due = list(
+        Consent.objects.filter(state=Consent.SUSPENDED, suspended_until__lte=now).values_list(
+            "pk", "participant_id"
+        )
+    )
+    resumed = 0
+    for consent_id, participant_id in due:
+        with transaction.atomic():
+            consent = Consent.objects.select_for_update().get(pk=consent_id)
+            if consent.state != Consent.SUSPENDED or not consent.suspended_until or consent.suspended_until > now:
+                continue  # changed since we looked
+            consent.state = Consent.GRANTED
+            consent.suspended_until = None
+            consent.updated_at = now
+            consent.save(update_fields=["state", "suspended_until", "updated_at"])
+            identity_services.credential_resume(credential_id=consent.credential_id)
+            event = _consent_event_record(consent=consent, action=ConsentEvent.RESUME, now=now)
+            event.signed_by = "portal-scheduled-end-of-suspension"
+            event.save(update_fields=["signed_by"])
+        resumed += 1
+    return resumed
+
+
+# Withdrawal and erasure ------------------------------------------------------------------------
+
+
+_WITHDRAWAL_ACTIONS = {
+    Withdrawal.NO_CONTACT: None,
+    Withdrawal.NO_ACCESS: WithdrawalInstruction.STOP_ACCESS,
+    Withdrawal.NO_USE: WithdrawalInstruction.DESTROY,
+}
+
+
+def participant_withdraw(*, participant: Participant, level: str) -> Withdrawal:
+    """Withdraw at one level. No further access or use revokes every live consent and tells
+    each custodian holding the participant's samples what to do; no further use asks them to
+    destroy samples and data."""
+    if level not in _WITHDRAWAL_ACTIONS:
+        raise ValueError(f"Unknown withdrawal level '{level}'.")
+    now = timezone.now()
+    with transaction.atomic():
+        Participant.objects.select_for_update().get(pk=participant.pk)
+        action = _WITHDRAWAL_ACTIONS[level]
+        if action is not None:
+            for consent_id in Consent.objects.filter(participant=participant).exclude(
+                state=Consent.REVOKED
+            ).values_list("pk", flat=True):
+                _consent_revoke_on_withdrawal(participant=participant, consent_id=consent_id, now=now)
+        ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN).update(
+            status=ConsentRequest.DECLINED, answered_at=now
+        )
+        withdrawal = Withdrawal(participant=participant, level=level, created_at=now)
+        withdrawal.ledger_entry = ledger_services.entry_append(
+            kind="participant.withdrew",
+            payload={
+                "type": "participant.withdrew",
+                "withdrawal": str(withdrawal.id),
+                "participant": str(participant.pseudonym),
+                "level": level,
+                "at": now.isoformat(),
+            },
+        )
+        withdrawal.save(force_insert=True)
+        if action is not None:
+            WithdrawalInstruction.objects.bulk_create(
+                [
+                    WithdrawalInstruction(withdrawal=withdrawal, sample=sample, action=action, created_at=now)
+                    for sample in participant.samples.order_by("registered_at")
+                ]
+            )
+    return withdrawal
+
+
+def _consent_revoke_on_withdrawal(*, participant: Participant, consent_id: int, now) -> None:
+    consent = Consent.objects.select_for_update().select_related("purpose", "participant").get(pk=consent_id)
+    consent.state = Consent.REVOKED
+    consent.suspended_until = None
+    consent.updated_at = now
+    consent.save(update_fields=["state", "suspended_until", "updated_at"])
+    identity_services.credential_revoke(credential_id=consent.credential_id)
+    event = _consent_event_record(consent=consent, action=ConsentEvent.REVOKE, now=now)
+    event.signed_by = "portal-withdrawal"
+    event.save(update_fields=["signed_by"])
+
+
+def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> WithdrawalInstruction:
+    """A custodian confirms it carried out an instruction; the confirmation is sealed."""
+    now = timezone.now()
+    with transaction.atomic():
+        instruction = (
+            WithdrawalInstruction.objects.select_for_update()
+            .select_related("sample", "withdrawal__participant")
+            .filter(seq=seq, sample__custodian=custodian)
+            .first()
+        )
+        if instruction is None:
+            raise WithdrawalInstruction.DoesNotExist(f"No instruction {seq} for this custodian.")
+        if instruction.confirmed_at is not None:
+            raise ConsentStateError(f"Instruction {seq} was already confirmed.")
+        instruction.confirmed_at = now
+        instruction.confirmation_entry = ledger_services.entry_append(
+            kind="withdrawal.confirmed",
+            payload={
+                "type": "withdrawal.confirmed",
+                "instruction": instruction.seq,
+                "withdrawal": str(instruction.withdrawal_id),
+                "participant": str(instruction.withdrawal.participant.pseudonym),
+                "sample": str(instruction.sample_id),
+                "custodian": custodian.pk,
+                "action": instruction.action,
+                "at": now.isoformat(),
+            },
+        )
+        instruction.save(update_fields=["confirmed_at", "confirmation_entry"])
+    return instruction
+
+
+def participant_erase(*, participant: Participant) -> Erasure:
+    """Right to erasure: withdraw from all use, then delete the person (login, name, e-mail)
+    so the pseudonym on the ledger no longer points to anyone. The ledger is untouched."""
+    with transaction.atomic():
+        if not participant.withdrawals.filter(level=Withdrawal.NO_USE).exists():
+            participant_withdraw(participant=participant, level=Withdrawal.NO_USE)
+        user = participant.user
+        participant.user = None
+        participant.save(update_fields=["user"])
+        if user is not None:
+            user.delete()
+        erasure = Erasure.objects.create(participant=participant, erased_at=timezone.now())
+    return erasure

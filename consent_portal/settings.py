@@ -213,6 +213,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     # Seals whatever a lost task message left pending.
     "ledger-sweep": {"task": "ledger.tasks.sweep", "schedule": envint("LEDGER_SWEEP_SECONDS", "30")},
+    # Suspensions with an end date resume by themselves; stored dates, swept, no countdowns.
+    "consents-resume-due": {"task": "consent_portal.tasks.consents_resume_due", "schedule": 60},
 }
 
 # The ledger. The origin names this log in its checkpoints (C2SP tlog-checkpoint).

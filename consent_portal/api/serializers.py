@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from consent_portal.models import ConsentCheck, DuoTerm, Participant
+from consent_portal.models import ConsentCheck, DuoTerm, Participant, Study
 
 
 def _permission_term(value: str) -> str:
@@ -48,3 +48,70 @@ class SampleRequest(serializers.Serializer):
         if participant is None:
             raise serializers.ValidationError(f"No participant with code {value}.")
         return participant
+
+
+class BulkCheckRequest(serializers.Serializer):
+    study = serializers.CharField(max_length=64)
+    purpose = serializers.RegexField(
+        r"^DUO:\d{7}$", error_messages={"invalid": "Give a GA4GH DUO id such as DUO:0000042."}
+    )
+    samples = serializers.ListField(
+        child=serializers.CharField(max_length=100), allow_empty=False, max_length=10_000,
+        error_messages={"max_length": "At most 10,000 samples per request."},
+    )
+
+    def validate_purpose(self, value):
+        return _permission_term(value)
+
+    def validate_study(self, value):
+        study = Study.objects.filter(identifier=value).first()
+        if study is None:
+            raise serializers.ValidationError(f"No study '{value}' is registered.")
+        return study
+
+    def validate_samples(self, value):
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("Each sample may appear once.")
+        return value
+
+
+class WithdrawalFeedQuery(serializers.Serializer):
+    since = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=500)
+
+
+class StudyUseRequest(serializers.Serializer):
+    permission = serializers.RegexField(r"^DUO:\d{7}$", error_messages={"invalid": "Give a GA4GH DUO id."})
+    disease_id = serializers.RegexField(r"^[A-Z]+:\d+$", required=False, allow_blank=True, default="")
+    disease_label = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate_permission(self, value):
+        return _permission_term(value)
+
+    def validate(self, data):
+        if (data["permission"] == "DUO:0000007") != bool(data["disease_id"]):
+            raise serializers.ValidationError({"disease_id": "Disease specific research (DUO:0000007) needs a "
+                                                             "disease id, and only it takes one."})
+        return data
+
+
+class StudyRequest(serializers.Serializer):
+    identifier = serializers.SlugField(max_length=64)
+    title = serializers.CharField(max_length=300)
+    institution = serializers.CharField(max_length=300)
+    commercial = serializers.BooleanField()
+    for_profit = serializers.BooleanField(default=False)
+    countries = serializers.ListField(child=serializers.RegexField(r"^[A-Z]{2}$"), default=list)
+    collaborators = serializers.ListField(child=serializers.CharField(max_length=200), default=list)
+    investigators = serializers.ListField(child=serializers.CharField(max_length=200), default=list)
+    irb_reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    will_publish = serializers.BooleanField(default=False)
+    returns_derived_data = serializers.BooleanField(default=False)
+    methods_development = serializers.BooleanField(default=False)
+    summary = serializers.CharField(required=False, allow_blank=True, default="")
+    uses = StudyUseRequest(many=True, allow_empty=False)
+
+    def validate_identifier(self, value):
+        if Study.objects.filter(identifier=value).exists():
+            raise serializers.ValidationError(f"Study '{value}' already exists.")
+        return value

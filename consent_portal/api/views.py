@@ -1,13 +1,22 @@
 from django.db import IntegrityError
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consent_portal import services
-from consent_portal.api.serializers import ConsentCheckRequest, ConsentCheckResponse, SampleRequest
-from consent_portal.models import ConsentCheck
+from consent_portal import selectors, services
+from consent_portal.api.serializers import (
+    BulkCheckRequest,
+    ConsentCheckRequest,
+    ConsentCheckResponse,
+    SampleRequest,
+    StudyRequest,
+    WithdrawalFeedQuery,
+)
+from consent_portal.models import Consent, ConsentCheck, WithdrawalInstruction
+from identity import selectors as identity_selectors
 from ledger import selectors as ledger_selectors
 
 
@@ -77,5 +86,96 @@ class SampleView(APIView):
             )
         return Response(
             {"sample": sample.identifier, "participant": str(data["participant"].pseudonym), "kind": sample.kind},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class BulkConsentCheckView(APIView):
+    @extend_schema(
+        request=BulkCheckRequest,
+        responses={200: OpenApiResponse(description="A decision with evidence per sample, in request order.")},
+        summary="Up to 10,000 samples of this custodian, one study, one purpose",
+    )
+    def post(self, request):
+        question = BulkCheckRequest(data=request.data)
+        question.is_valid(raise_exception=True)
+        data = question.validated_data
+        answer = services.consent_check_bulk(
+            custodian=request.user, samples=data["samples"], study=data["study"], purpose=data["purpose"]
+        )
+        bulk = answer.pop("bulk")
+        answer["ledger"] = ledger_selectors.entry_evidence(entry_id=bulk.ledger_entry_id) or {
+            "sealed": False,
+            "detail": "Recorded; the ledger entry carries results_sha256 and will be sealed shortly.",
+        }
+        return Response(answer)
+
+
+def _instruction_body(instruction) -> dict:
+    return {
+        "id": instruction.seq,
+        "sample": instruction.sample.identifier,
+        "action": instruction.action,
+        "level": instruction.withdrawal.level,
+        "issued_at": instruction.created_at,
+        "confirmed_at": instruction.confirmed_at,
+        "confirmation_ledger_index": instruction.confirmation_entry.index if instruction.confirmation_entry else None,
+    }
+
+
+class WithdrawalFeedView(APIView):
+    @extend_schema(parameters=[WithdrawalFeedQuery], responses={200: OpenApiTypes.OBJECT},
+                   summary="Withdrawal instructions for this custodian's samples")
+    def get(self, request):
+        query = WithdrawalFeedQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = list(selectors.withdrawal_feed(custodian=request.user, **query.validated_data))
+        return Response({
+            "instructions": [_instruction_body(i) for i in rows],
+            "next": rows[-1].seq if rows else query.validated_data["since"],
+        })
+
+
+class WithdrawalConfirmView(APIView):
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 404: None, 409: None},
+                   summary="Confirm that an instruction was carried out (sealed on the ledger)")
+    def post(self, request, seq):
+        try:
+            instruction = services.withdrawal_instruction_confirm(custodian=request.user, seq=seq)
+        except WithdrawalInstruction.DoesNotExist as exc:
+            raise NotFound(str(exc)) from None
+        except services.ConsentStateError as exc:
+            return Response({"error": "already_confirmed", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(_instruction_body(instruction))
+
+
+class ConsentFhirView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: None},
+                   summary="A consent as a FHIR R4 Consent resource (for a participant whose sample you hold)")
+    def get(self, request, credential_uuid):
+        consent = (
+            Consent.objects.select_related("purpose__permission", "participant")
+            .filter(credential_id=f"urn:uuid:{credential_uuid}", participant__samples__custodian=request.user)
+            .distinct()
+            .first()
+        )
+        if consent is None:
+            raise NotFound(f"No consent {credential_uuid} for a participant whose sample you hold.")
+        document = identity_selectors.credential_document(credential_id=consent.credential_id)
+        return Response(selectors.consent_fhir(consent=consent, credential=document),
+                        content_type="application/fhir+json")
+
+
+class StudyView(APIView):
+    @extend_schema(request=StudyRequest, responses={201: OpenApiResponse(description="Submitted; uses pending")},
+                   summary="Submit a study and the DUO uses it asks for, for the ethics committee")
+    def post(self, request):
+        given = StudyRequest(data=request.data)
+        given.is_valid(raise_exception=True)
+        study = services.study_submit(**given.validated_data)
+        return Response(
+            {"identifier": study.identifier,
+             "uses": [{"permission": u.permission_id, "disease_id": u.disease_id, "status": u.status}
+                      for u in study.uses.all()]},
             status=status.HTTP_201_CREATED,
         )
