@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from consent_portal import services
-from consent_portal.models import Custodian, Participant, Purpose, Sample, Study
+from consent_portal.models import Custodian, Disease, Participant, Purpose, Sample, Study
 
 PURPOSES = [
     {
@@ -44,6 +44,19 @@ DEMO_PASSWORDS = {"participant": "demo-participant-pw", "ethics": "demo-ethics-p
 DEMO_CUSTODIAN_TOKEN = "demo-custodian-token-not-for-production"
 
 
+# A slice of the MONDO disease hierarchy, so disease-specific consent covers sub-diseases.
+DISEASES = [
+    ("MONDO:0005015", "diabetes mellitus", None),
+    ("MONDO:0005147", "type 1 diabetes mellitus", "MONDO:0005015"),
+    ("MONDO:0005148", "type 2 diabetes mellitus", "MONDO:0005015"),
+]
+
+
+def diseases_load():
+    for disease_id, label, parent in DISEASES:
+        Disease.objects.update_or_create(id=disease_id, defaults={"label": label, "parent_id": parent})
+
+
 def purposes_load():
     for position, spec in enumerate(PURPOSES):
         purpose, _ = Purpose.objects.update_or_create(
@@ -63,6 +76,7 @@ def purposes_load():
 def demo_load() -> dict:
     User = get_user_model()
     with transaction.atomic():
+        diseases_load()
         purposes_load()
         if not Study.objects.filter(identifier="diabetes-genomics-2026").exists():
             study = services.study_submit(
@@ -70,9 +84,13 @@ def demo_load() -> dict:
                 title="Genomic risk factors of type 2 diabetes",
                 institution="University Hospital Research Institute",
                 commercial=False,
+                countries=["GB"],
+                irb_reference="REC 26/NW/0042",
+                will_publish=True,
                 uses=[
                     {"permission": "DUO:0000006"},
-                    {"permission": "DUO:0000007", "disease_id": "MONDO:0005015", "disease_label": "diabetes mellitus"},
+                    {"permission": "DUO:0000007", "disease_id": "MONDO:0005148",
+                     "disease_label": "type 2 diabetes mellitus"},
                 ],
             )
             services.study_use_decide(use_id=study.uses.get(permission_id="DUO:0000006").pk, approve=True, member=None)
@@ -82,6 +100,8 @@ def demo_load() -> dict:
                 title="Drug-response cohort",
                 institution="Example Pharma Ltd",
                 commercial=True,
+                for_profit=True,
+                countries=["GB", "US"],
                 uses=[{"permission": "DUO:0000042"}],
             )
         if not User.objects.filter(username="participant").exists():

@@ -4,6 +4,7 @@ credentials. Every query is scoped to request.user's own participant record."""
 import json
 from functools import wraps
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.forms import UserCreationForm
@@ -42,11 +43,18 @@ def home(request):
     return render(request, "portal/no_role.html")
 
 
+class SignUpForm(UserCreationForm):
+    email = forms.EmailField(
+        required=False, help_text="Optional: to hear when a new study asks for your consent."
+    )
+
+
 def sign_up(request):
-    form = UserCreationForm(request.POST or None)
+    form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         participant = services.participant_sign_up(
-            username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            username=form.cleaned_data["username"], password=form.cleaned_data["password1"],
+            email=form.cleaned_data["email"],
         )
         login(request, participant.user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, "Welcome. Your decentralized identifier and enrolment credential are ready.")

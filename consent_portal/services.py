@@ -70,9 +70,11 @@ def participant_enrol(*, user) -> Participant:
     return participant
 
 
-def participant_sign_up(*, username: str, password: str) -> Participant:
+def participant_sign_up(*, username: str, password: str, email: str = "") -> Participant:
+    """The e-mail address, if given, is only for requests from new studies; it never leaves
+    this app."""
     with transaction.atomic():
-        user = get_user_model().objects.create_user(username=username, password=password)
+        user = get_user_model().objects.create_user(username=username, password=password, email=email)
         return participant_enrol(user=user)
 
 

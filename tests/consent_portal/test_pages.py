@@ -121,3 +121,15 @@ def test_load_demo_is_idempotent(db, capsys, settings):
     assert "participant / demo-participant-pw" in out
     assert Consent.objects.count() == 0
     assert StudyUse.objects.filter(status="approved").count() == 1
+
+
+def test_purpose_admin_refuses_a_modifier_without_its_parameters(db):
+    from consent_portal.admin import PurposeForm
+
+    data = {"slug": "uk-only", "title": "UK only", "explanation": "x", "permission": "DUO:0000042",
+            "modifiers": ["DUO:0000022"], "modifier_params": "{}", "position": 0, "disease_id": "",
+            "disease_label": ""}
+    form = PurposeForm(data=data)
+    assert not form.is_valid() and "modifier_params" in form.errors
+    form = PurposeForm(data={**data, "modifier_params": '{"DUO:0000022": {"countries": ["GB"]}}'})
+    assert form.is_valid(), form.errors
