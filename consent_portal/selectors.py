@@ -77,7 +77,7 @@ def consent_views_by_participant(*, participant_ids) -> dict[int, list[decisions
     rows = Consent.objects.filter(participant_id__in=participant_ids).values_list(
         "pk", "participant_id", "purpose_id", "state", "granted_at"
     )
-    for pk, participant_id, purpose_id, state, granted_at in rows.iterator(chunk_size=5000):
+    for pk, participant_id, purpose_id, state, granted_at in rows:
         purpose = purposes[purpose_id]
         views[participant_id].append(
             decisions.ConsentView(
@@ -159,7 +159,7 @@ def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
         .order_by("consent_id", "-created_at")
         .values_list("consent_id", "action", "created_at", "ledger_entry__index")
     )
-    for consent_id, action, created_at, index in events.iterator(chunk_size=5000):
+    for consent_id, action, created_at, index in events:
         if evidence[consent_id]["latest_event"] is None:
             evidence[consent_id]["latest_event"] = {
                 "action": action, "at": created_at.isoformat(), "ledger_index": index,

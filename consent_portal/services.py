@@ -367,7 +367,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
         identifier: (sample_pk, participant_id)
         for sample_pk, identifier, participant_id in Sample.objects.filter(
             custodian=custodian, identifier__in=samples
-        ).values_list("pk", "identifier", "participant_id").iterator(chunk_size=5000)
+        ).values_list("pk", "identifier", "participant_id")
     }
     views = selectors.consent_views_by_participant(participant_ids={p for _, p in rows.values()}) if use else {}
     use_facts = _use_facts(study=study, use=use, today=today) if use else None

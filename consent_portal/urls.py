@@ -40,6 +40,7 @@ urlpatterns = [
         name="api-consent-check-detail",
     ),
     path("api/v1/consent-checks/bulk", api_views.BulkConsentCheckView.as_view(), name="api-consent-check-bulk"),
+    path("api/v1/me", api_views.MeView.as_view(), name="api-me"),
     path("api/v1/samples", api_views.SampleView.as_view(), name="api-samples"),
     path("api/v1/studies", api_views.StudyView.as_view(), name="api-studies"),
     path("api/v1/withdrawals", api_views.WithdrawalFeedView.as_view(), name="api-withdrawals"),

@@ -179,3 +179,9 @@ class StudyView(APIView):
                       for u in study.uses.all()]},
             status=status.HTTP_201_CREATED,
         )
+
+
+class MeView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Which custodian this token belongs to")
+    def get(self, request):
+        return Response({"custodian": request.user.name})

@@ -178,3 +178,8 @@ def test_create_custodian_prints_a_token_that_works(db, capsys):
     token = capsys.readouterr().out.strip().splitlines()[-1]
     response = check(Client(HTTP_AUTHORIZATION=f"Bearer {token}"), **QUESTION)
     assert response.status_code == 404  # authenticated; the sample is simply not theirs
+
+
+def test_me_names_the_custodian_behind_the_token(api):
+    assert api.get("/api/v1/me").json() == {"custodian": "Test biobank"}
+    assert Client(HTTP_AUTHORIZATION="Bearer nope").get("/api/v1/me").status_code == 401

@@ -1,0 +1,173 @@
+"""Consent-check throughput over HTTP, against a trivial DRF endpoint served the same way.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_consent REDIS_URL=redis://127.0.0.1:6379/0 \
+        .venv/bin/python -m bench.consent.run
+
+Serves the project with gunicorn (2 sync workers) and a separate Celery worker sealing the
+ledger, loads it from client threads with keep-alive connections, and measures in one run:
+single consent checks vs GET /api/v1/me (same authentication, one query), and bulk checks
+of 10,000 samples. Prints the figures and writes bench/consent/results.json.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+TOKEN = "bench-custodian-token"
+PORT = 8123
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def start(cmd, env, log_name):
+    log = open(HERE / log_name, "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_http(port, deadline=60):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/v1/me", headers={"Authorization": f"Bearer {TOKEN}"})
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("gunicorn did not come up; see bench/consent/gunicorn.log")
+
+
+def load(make_request, seconds, threads):
+    """Run make_request(conn) from `threads` threads for `seconds`; latencies in ms."""
+    latencies, errors = [], []
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def worker(seed):
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        mine = []
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            status = make_request(conn, rng)
+            mine.append((time.perf_counter() - t0) * 1000)
+            if status >= 400 and status != 404:
+                errors.append(status)
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    began = time.monotonic()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.monotonic() - began
+    return {
+        "requests": len(latencies),
+        "per_second": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "errors": len(errors),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--bulk-runs", type=int, default=5)
+    args = parser.parse_args()
+    if not os.getenv("DATABASE_URL", "").startswith("postgres") or not os.getenv("REDIS_URL"):
+        sys.exit("Set DATABASE_URL (PostgreSQL, loaded by bench.consent.load) and REDIS_URL.")
+    hot = (HERE / "hot_samples.txt").read_text().split()
+    from bench._django import setup
+
+    setup()
+    from consent_portal.models import Consent, Participant, Sample
+
+    # Bulk checks read no credential documents, so they draw from every sample.
+    rng = random.Random(1)
+    bulk_samples = [f"P{pid}-S{rng.randrange(10)}" for pid in rng.sample(
+        list(Participant.objects.values_list("pk", flat=True)), 10_000)]
+    data = {"participants": Participant.objects.count(), "consents": Consent.objects.count(),
+            "samples": Sample.objects.count(), "hot_samples": len(hot)}
+    env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "bench-" + "x" * 60, "ALLOWED_HOSTS": "127.0.0.1",
+           "SECURE_SSL_REDIRECT": "false", "CELERY_QUEUE": f"bench-{os.getpid()}", "LOG_LEVEL": "WARNING",
+           "KEY_ENCRYPTION_KEY": os.environ.get("KEY_ENCRYPTION_KEY") or (ROOT / "var" / "dev-key-encryption-key").read_text().strip()}
+    venv = Path(sys.executable).parent
+    worker = start([str(venv / "celery"), "-A", "consent_portal", "worker", "--pool=solo", "-Q", env["CELERY_QUEUE"],
+                    "--loglevel", "WARNING"], env, "worker.log")
+    server = start([str(venv / "gunicorn"), "consent_portal.wsgi", "-w", "2", "-b", f"127.0.0.1:{PORT}",
+                    "--log-level", "warning"], env, "gunicorn.log")
+    try:
+        wait_http(PORT)
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+        def trivial(conn, rng):
+            conn.request("GET", "/api/v1/me", headers=auth)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+
+        def single(conn, rng):
+            body = json.dumps({"sample": rng.choice(hot), "study": "bench-hmb", "purpose": "DUO:0000006"})
+            conn.request("POST", "/api/v1/consent-checks", body=body, headers=auth)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+
+        load(trivial, 3, args.threads)  # warm both workers' connections and caches
+        load(single, 3, args.threads)
+        trivial_result = load(trivial, args.seconds, args.threads)
+        single_result = load(single, args.seconds, args.threads)
+
+        bulk_times, bulk_permits = [], None
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
+        body = json.dumps({"study": "bench-hmb", "purpose": "DUO:0000006", "samples": bulk_samples})
+        for _ in range(args.bulk_runs):
+            t0 = time.perf_counter()
+            conn.request("POST", "/api/v1/consent-checks/bulk", body=body, headers=auth)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            bulk_times.append((time.perf_counter() - t0) * 1000)
+            assert response.status == 200, answer
+            bulk_permits = answer["permits"]
+    finally:
+        server.terminate()
+        worker.terminate()
+        server.wait(20)
+        worker.wait(20)
+
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "data": data,
+        "setup": {"gunicorn_workers": 2, "client_threads": args.threads, "seconds": args.seconds},
+        "trivial_get_me": trivial_result,
+        "single_check": single_result,
+        "single_vs_trivial_rate": round(single_result["per_second"] / trivial_result["per_second"], 3),
+        "bulk_10k": {"samples": len(bulk_samples), "permits": bulk_permits, "runs": args.bulk_runs,
+                     "median_ms": round(statistics.median(bulk_times), 1),
+                     "min_ms": round(min(bulk_times), 1), "max_ms": round(max(bulk_times), 1)},
+    }
+    print(json.dumps(results, indent=2))
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
