@@ -175,13 +175,17 @@ STORAGES = {
     },
 }
 
-# Request bodies above this size are refused with 413 before they are parsed.
-DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(256 * 1024))
+# Request bodies above this size are refused with 413 before they are parsed; 2 MiB fits a
+# bulk check of 10,000 sample identifiers.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2 * 1024 * 1024))
 
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["consent_portal.api.auth.CustodianTokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "consent_portal.api.auth.CustodianTokenAuthentication",
+        "ledger.auth.MemberTokenAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -223,6 +227,10 @@ LEDGER_KEY_NAME = os.getenv("LEDGER_KEY_NAME", LEDGER_ORIGIN)
 LEDGER_SEAL_BATCH = envint("LEDGER_SEAL_BATCH", "1000")
 # Entries carry no personal data, but a deployment may still keep its log to members.
 LEDGER_PUBLIC = envbool("LEDGER_PUBLIC", "false")
+# A checkpoint is final once this many registered witnesses have cosigned it.
+LEDGER_WITNESS_QUORUM = envint("LEDGER_WITNESS_QUORUM", "1")
+# Seconds to wait for a witness's add-checkpoint answer.
+LEDGER_WITNESS_TIMEOUT = envint("LEDGER_WITNESS_TIMEOUT", "10")
 
 # Demo data and the portal's own organisation name, shown in pages.
 PORTAL_NAME = os.getenv("PORTAL_NAME", "Biobank consent portal")

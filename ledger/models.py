@@ -90,3 +90,88 @@ class LogKey(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class Member(models.Model):
+    """A consortium member organisation; with a verifier key and URL it is a witness."""
+
+    name = models.CharField(max_length=255, unique=True)
+    # C2SP tlog-cosignature verifier key (type 0x04); blank for a member that only reads.
+    verifier_key = models.CharField(max_length=512, blank=True)
+    # The witness's submission prefix; the log POSTs <url>/add-checkpoint.
+    witness_url = models.URLField(max_length=500, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["verifier_key"], condition=~Q(verifier_key=""), name="ledger_member_key"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class MemberToken(models.Model):
+    """A member's API token; only its SHA-256 is stored, the token is shown once."""
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="tokens")
+    token_hash = models.BinaryField(max_length=32, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"token of {self.member}"
+
+
+class Cosignature(models.Model):
+    """A witness's verified C2SP cosignature/v1 line on one of our checkpoints."""
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="cosignatures")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="cosignatures")
+    timestamp = models.BigIntegerField()
+    line = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkpoint", "member"], name="ledger_cosig_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.member} on {self.checkpoint}"
+
+
+class WitnessRefusal(models.Model):
+    """A witness refused one of our checkpoints: kept for the ethics dashboard."""
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="refusals")
+    size = models.BigIntegerField()
+    root_hash = models.BinaryField(max_length=32)
+    status = models.PositiveSmallIntegerField()
+    detail = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.member} refused {self.size} ({self.status})"
+
+
+class SeenCheckpoint(models.Model):
+    """A remote log's checkpoint verified by `verify_ledger --remote`, to check it later."""
+
+    origin = models.CharField(max_length=255)
+    verifier_key = models.CharField(max_length=512)
+    size = models.BigIntegerField()
+    root_hash = models.BinaryField(max_length=32)
+    note = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["origin", "size"], name="ledger_seen_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.origin} at {self.size}"

@@ -4,9 +4,13 @@ import base64
 
 from django.conf import settings
 
+from django.db.models import Count, Max, Q
+
 from ledger import merkle, note
 from ledger.keys import ledger_verifier_key
-from ledger.models import Checkpoint, Entry, TreeNode, TreeState
+from ledger.models import Checkpoint, Entry, Member, TreeNode, TreeState, WitnessRefusal
+
+RECEIPT_FORMAT = "consent-ledger-receipt/v1"
 
 
 def _b64(data: bytes) -> str:
@@ -41,6 +45,12 @@ def entry_payload(*, index: int) -> bytes | None:
     """The sealed leaf's bytes exactly as hashed, or None."""
     payload = Entry.objects.filter(index=index).values_list("payload", flat=True).first()
     return None if payload is None else bytes(payload)
+
+
+def entry_payloads(*, start: int, limit: int) -> list[bytes]:
+    """Sealed leaves' bytes from index start, in order, at most limit of them."""
+    rows = Entry.objects.filter(index__gte=start, index__lt=start + limit).order_by("index")
+    return [bytes(p) for p in rows.values_list("payload", flat=True)]
 
 
 def leaf_inclusion(*, index: int, tree_size: int) -> tuple[bytes, list[bytes]]:
@@ -95,4 +105,130 @@ def ledger_info() -> dict:
         # The head row changes only when a batch is sealed.
         "last_sealed_at": state.updated_at if size else None,
         "pending": Entry.objects.filter(index__isnull=True).count(),
+        "witnesses": witness_summary(),
+    }
+
+
+# -- witnesses, cosignatures and receipts --
+
+
+def _witness_members():
+    return Member.objects.filter(active=True).exclude(verifier_key="")
+
+
+def witness_quorum() -> int:
+    return settings.LEDGER_WITNESS_QUORUM
+
+
+def _final_checkpoints():
+    """Checkpoints cosigned by at least the quorum of active registered witnesses."""
+    counted = Checkpoint.objects.annotate(
+        cosigners=Count(
+            "cosignatures",
+            filter=Q(cosignatures__member__active=True) & ~Q(cosignatures__member__verifier_key=""),
+        )
+    )
+    return counted.filter(cosigners__gte=witness_quorum())
+
+
+def checkpoint_final_latest() -> Checkpoint | None:
+    return _final_checkpoints().order_by("-size").first()
+
+
+def checkpoint_cosigned_note(*, checkpoint: Checkpoint) -> str:
+    """The log's signed note with every registered witness's cosignature line appended."""
+    lines = (
+        checkpoint.cosignatures.filter(member__active=True)
+        .exclude(member__verifier_key="")
+        .order_by("member_id")
+        .values_list("line", flat=True)
+    )
+    return checkpoint.note + "".join(lines)
+
+
+def witness_summary() -> dict:
+    """The witnessing state for ledger_info and the API: quorum, final size, refusals."""
+    final = checkpoint_final_latest()
+    latest_refusal = WitnessRefusal.objects.select_related("member").order_by("-id").first()
+    return {
+        "quorum": witness_quorum(),
+        "registered": _witness_members().count(),
+        "final_size": final.size if final else None,
+        "refusals": WitnessRefusal.objects.count(),
+        "latest_refusal": _refusal_dict(latest_refusal) if latest_refusal else None,
+    }
+
+
+def _refusal_dict(refusal: WitnessRefusal) -> dict:
+    return {
+        "witness": refusal.member.name,
+        "size": refusal.size,
+        "root_hash": _b64(bytes(refusal.root_hash)),
+        "status": refusal.status,
+        "detail": refusal.detail.strip(),
+        "at": refusal.created_at,
+    }
+
+
+def witness_overview(*, refusals: int = 20) -> dict:
+    """For the ethics dashboard: each witness's last cosigned size and the recent refusals.
+
+    A refusal means a witness saw a checkpoint it could not reconcile with one it had
+    cosigned: a rewritten or forked log, which the committee must investigate.
+    """
+    witnesses = _witness_members().annotate(
+        last_cosigned_size=Max("cosignatures__checkpoint__size"),
+        last_cosigned_at=Max("cosignatures__created_at"),
+        refusal_count=Count("refusals", distinct=True),
+    )
+    return {
+        **witness_summary(),
+        "witnesses": [
+            {
+                "name": w.name,
+                "verifier_key": w.verifier_key,
+                "url": w.witness_url,
+                "last_cosigned_size": w.last_cosigned_size,
+                "last_cosigned_at": w.last_cosigned_at,
+                "refusals": w.refusal_count,
+            }
+            for w in witnesses.order_by("name")
+        ],
+        "recent_refusals": [
+            _refusal_dict(r)
+            for r in WitnessRefusal.objects.select_related("member").order_by("-id")[:refusals]
+        ],
+    }
+
+
+def entry_receipt(*, entry_id: int) -> dict | None:
+    """A self-contained receipt for a sealed entry, checkable offline by `python -m ledger.verify`.
+
+    Uses the newest checkpoint that has the quorum of witness cosignatures and covers
+    the entry; while none does yet, the newest checkpoint, with "final": false (the
+    verifier then fails the quorum check). None while the entry is pending; raises
+    Entry.DoesNotExist for an unknown id.
+    """
+    row = Entry.objects.filter(id=entry_id).values_list("index", "payload").get()
+    index, payload = row
+    if index is None:
+        return None
+    checkpoint = _final_checkpoints().filter(size__gt=index).order_by("-size").first()
+    final = checkpoint is not None
+    if checkpoint is None:
+        checkpoint = checkpoint_latest()
+    _, proof = leaf_inclusion(index=index, tree_size=checkpoint.size)
+    body, _ = note.split_note(checkpoint.note)
+    return {
+        "format": RECEIPT_FORMAT,
+        "origin": note.parse_checkpoint(body).origin,
+        "index": index,
+        "leaf": _b64(bytes(payload)),
+        "tree_size": checkpoint.size,
+        "inclusion_proof": [_b64(h) for h in proof],
+        "checkpoint": checkpoint_cosigned_note(checkpoint=checkpoint),
+        "log_key": ledger_verifier_key(),
+        "witness_keys": list(_witness_members().order_by("id").values_list("verifier_key", flat=True)),
+        "quorum": witness_quorum(),
+        "final": final,
     }

@@ -1,8 +1,13 @@
 """Writes to the ledger, the sequencer, the signing key and the integrity check."""
 
+import base64
+import hashlib
 import json
 import logging
 import re
+import secrets
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,14 +16,24 @@ from django.db import connection, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
-from ledger import merkle, note
+from ledger import cosign, merkle, note
 from ledger.canonical import canonical_json
 from ledger.keys import ledger_key_get_or_create, log_private_key
 
 # Part of this module's API; it lives in ledger.keys so selectors can use it too.
 from ledger.keys import ledger_verifier_key as ledger_verifier_key
-from ledger.models import Checkpoint, Entry, LogKey, TreeNode, TreeState
-from ledger.selectors import subtree_hashes
+from ledger.models import (
+    Checkpoint,
+    Cosignature,
+    Entry,
+    LogKey,
+    Member,
+    MemberToken,
+    TreeNode,
+    TreeState,
+    WitnessRefusal,
+)
+from ledger.selectors import proof_consistency, subtree_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -358,3 +373,275 @@ def ledger_verify(
     if progress and size % chunk_size:
         progress(tree.size, size)
     return report
+
+
+# -- consortium members, tokens and witnesses --
+
+MEMBER_TOKEN_PREFIX = "ledger-member-"
+
+
+class CosignatureError(ValueError):
+    """A submitted cosignature is malformed (status 400), or not from a registered
+    witness or not valid (403), or for a checkpoint we never signed (404)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def member_register(*, name: str, verifier_key: str = "", witness_url: str = "") -> Member:
+    """Registers a consortium member; a cosigner verifier key and URL make it a witness."""
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise ValueError("member name must be 1 to 255 characters")
+    if verifier_key:
+        try:
+            cosign.parse_verifier_key(verifier_key)
+        except note.NoteError as exc:
+            raise ValueError(f"verifier_key: {exc}") from None
+    if witness_url and not witness_url.startswith(("http://", "https://")):
+        raise ValueError("witness_url must be an http(s) URL")
+    if witness_url and not verifier_key:
+        raise ValueError("a witness needs a verifier_key to check its cosignatures with")
+    if Member.objects.filter(name=name).exists():
+        raise ValueError(f"a member named {name!r} already exists")
+    if verifier_key and Member.objects.filter(verifier_key=verifier_key).exists():
+        raise ValueError("that verifier key is already registered")
+    return Member.objects.create(
+        name=name, verifier_key=verifier_key, witness_url=witness_url.rstrip("/")
+    )
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def member_token_create(*, member_id: int) -> tuple[MemberToken, str]:
+    """A new read token for a member; the plain token exists only in the return value."""
+    member = Member.objects.get(id=member_id, active=True)
+    token = MEMBER_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return MemberToken.objects.create(member=member, token_hash=token_hash(token)), token
+
+
+def _witnesses():
+    return Member.objects.filter(active=True).exclude(verifier_key="")
+
+
+def checkpoint_cosignature_add(*, size: int, line: str, member: Member | None = None) -> Cosignature:
+    """Stores a verified cosignature line on our checkpoint of this size.
+
+    Only cosignatures by registered, active witnesses are kept; anything else raises
+    CosignatureError before a row is written.
+    """
+    if not isinstance(line, str) or not line.startswith(note.SIGNATURE_PREFIX):
+        raise CosignatureError("cosignature must be a signed-note line starting with '— '", 400)
+    line = line if line.endswith("\n") else line + "\n"
+    if line.count("\n") != 1:
+        raise CosignatureError("give exactly one cosignature line", 400)
+    checkpoint = Checkpoint.objects.filter(size=size).first()
+    if checkpoint is None:
+        raise CosignatureError(f"this log has no checkpoint of size {size}", 404)
+    candidates = [member] if member else list(_witnesses())
+    keys = {m.verifier_key: m for m in candidates}
+    try:
+        found = cosign.verify_cosignatures(checkpoint.note + line, list(keys))
+    except note.BadSignatureError as exc:
+        raise CosignatureError(str(exc), 403) from None
+    except note.NoteError as exc:
+        raise CosignatureError(f"malformed cosignature: {exc}", 400) from None
+    if not found:
+        raise CosignatureError("cosignature is not by a registered witness key", 403)
+    (cosignature,) = found
+    by = next(m for vkey, m in keys.items() if cosign.parse_verifier_key(vkey)[:2] == (
+        cosignature.name, cosignature.key_id))
+    row, _ = Cosignature.objects.update_or_create(
+        checkpoint=checkpoint,
+        member=by,
+        defaults={"timestamp": cosignature.timestamp, "line": cosignature.line},
+    )
+    return row
+
+
+def _post(url: str, body: bytes) -> tuple[int, str, str]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "text/plain; charset=utf-8"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.LEDGER_WITNESS_TIMEOUT) as answer:
+            return answer.status, answer.headers.get("Content-Type", ""), answer.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read().decode(errors="replace")
+
+
+def _refuse(member: Member, checkpoint: Checkpoint, status: int, detail: str) -> str:
+    WitnessRefusal.objects.create(
+        member=member,
+        size=checkpoint.size,
+        root_hash=bytes(checkpoint.root_hash),
+        status=status,
+        detail=detail[:2000],
+    )
+    logger.warning("ledger: witness %s refused checkpoint %d: %s %s",
+                   member.name, checkpoint.size, status, detail.strip()[:200])
+    return "refused"
+
+
+def checkpoint_witness(*, checkpoint_id: int, member_id: int) -> str:
+    """Asks one witness to cosign a checkpoint (C2SP tlog-witness add-checkpoint).
+
+    Starts from the size this witness last cosigned for us and follows one 409 with the
+    size the witness reports. Returns "cosigned", "refused" (stored as a WitnessRefusal)
+    or "unreachable" (nothing stored; the next push tries again).
+    """
+    checkpoint = Checkpoint.objects.get(id=checkpoint_id)
+    member = _witnesses().exclude(witness_url="").get(id=member_id)
+    if Cosignature.objects.filter(checkpoint=checkpoint, member=member).exists():
+        return "cosigned"
+    last = (
+        Cosignature.objects.filter(member=member)
+        .order_by("-checkpoint__size")
+        .values_list("checkpoint__size", flat=True)
+        .first()
+    )
+    old = last or 0
+    tried = set()
+    while old not in tried:
+        tried.add(old)
+        if old > checkpoint.size:
+            return _refuse(member, checkpoint, 409,
+                           f"witness has cosigned size {old}, beyond this checkpoint")
+        proof = proof_consistency(first=old, second=checkpoint.size) if old else []
+        body = cosign.add_checkpoint_body(old, proof, checkpoint.note)
+        try:
+            status, content_type, text = _post(f"{member.witness_url}/add-checkpoint", body)
+        except (OSError, ValueError) as exc:
+            logger.warning("ledger: witness %s unreachable: %s", member.name, exc)
+            return "unreachable"
+        if status == 200:
+            try:
+                checkpoint_cosignature_add(size=checkpoint.size, line=text, member=member)
+            except CosignatureError as exc:
+                return _refuse(member, checkpoint, 502, f"witness answered a bad cosignature: {exc}")
+            return "cosigned"
+        if status == 409 and content_type.startswith("text/x.tlog.size"):
+            reported = text.strip()
+            if not reported.isdigit():
+                return _refuse(member, checkpoint, 409, f"unparseable size {reported[:40]!r}")
+            old = int(reported)
+            continue
+        return _refuse(member, checkpoint, status, text)
+    return _refuse(member, checkpoint, 409, f"witness keeps reporting size {old}")
+
+
+def ledger_witness_push() -> dict[str, str]:
+    """Asks every registered witness to cosign the latest checkpoint: {member: outcome}."""
+    checkpoint = Checkpoint.objects.order_by("-size").first()
+    if checkpoint is None:
+        return {}
+    return {
+        member.name: checkpoint_witness(checkpoint_id=checkpoint.id, member_id=member.id)
+        for member in _witnesses().exclude(witness_url="").order_by("id")
+    }
+
+
+# -- auditing another node's log over its API --
+
+
+class RemoteAuditError(Exception):
+    pass
+
+
+def _get(url: str, token: str | None) -> tuple[bytes, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.read(), answer.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")[:300]
+        raise RemoteAuditError(f"GET {url}: HTTP {error.code} {detail}") from None
+    except (OSError, ValueError) as exc:
+        raise RemoteAuditError(f"GET {url}: {exc}") from None
+
+
+def _get_json(url: str, token: str | None) -> dict:
+    body, _ = _get(url, token)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise RemoteAuditError(f"GET {url}: not JSON") from None
+
+
+def ledger_audit_remote(
+    *, url: str, token: str | None = None, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    """Audits another node's log: its signed checkpoint, every leaf up to it, and its
+    consistency with every checkpoint of that log seen here before (stored on success).
+
+    The log's verifier key is pinned on first use. Raises RemoteAuditError naming the
+    first problem; returns {"origin", "size", "checked_against": [sizes]} when it holds.
+    """
+    from ledger.models import SeenCheckpoint
+
+    base = url.rstrip("/")
+    info = _get_json(f"{base}/", token)
+    body, _ = _get(f"{base}/checkpoint", token)
+    note_text = body.decode(errors="replace")
+    origin = info.get("origin")
+    seen = list(SeenCheckpoint.objects.filter(origin=origin).order_by("size"))
+    vkey = seen[0].verifier_key if seen else info.get("verifier_key")
+    if seen and info.get("verifier_key") != vkey:
+        raise RemoteAuditError(f"{origin}: verifier key changed since first audited")
+    try:
+        checkpoint = note.open_checkpoint(note_text, [vkey])
+    except (note.NoteError, TypeError) as exc:
+        raise RemoteAuditError(f"checkpoint: {exc}") from None
+    if checkpoint.origin != origin:
+        raise RemoteAuditError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
+    # Every leaf, streamed through a compact range: constant memory.
+    tree = merkle.CompactRange()
+    while tree.size < checkpoint.size:
+        limit = min(1000, checkpoint.size - tree.size)
+        page = _get_json(f"{base}/entries?start={tree.size}&limit={limit}", token)
+        leaves = page.get("leaves") or []
+        if page.get("start") != tree.size or not leaves:
+            raise RemoteAuditError(f"entry {tree.size}: missing from the remote log")
+        for leaf in leaves:
+            tree.append(merkle.leaf_hash(base64.b64decode(leaf)))
+        if progress:
+            progress(tree.size, checkpoint.size)
+    if tree.root() != checkpoint.root:
+        raise RemoteAuditError(
+            f"the {checkpoint.size} leaves do not hash to the signed root of the checkpoint"
+        )
+    checked = []
+    for old in seen:
+        if old.size > checkpoint.size:
+            raise RemoteAuditError(
+                f"log shrank: checkpoint {checkpoint.size} after one of size {old.size} was seen"
+            )
+        if 0 < old.size < checkpoint.size:
+            page = _get_json(
+                f"{base}/proofs/consistency?first={old.size}&second={checkpoint.size}", token
+            )
+            proof = [base64.b64decode(h) for h in page.get("hashes", [])]
+        else:
+            proof = []
+        if not merkle.verify_consistency(
+            first=old.size,
+            second=checkpoint.size,
+            first_root=bytes(old.root_hash),
+            second_root=checkpoint.root,
+            proof=proof,
+        ):
+            raise RemoteAuditError(
+                f"checkpoint {checkpoint.size} is not consistent with checkpoint {old.size} "
+                "seen earlier: the log was rewritten or forked"
+            )
+        checked.append(old.size)
+    SeenCheckpoint.objects.get_or_create(
+        origin=origin,
+        size=checkpoint.size,
+        defaults={"verifier_key": vkey, "root_hash": checkpoint.root, "note": note_text},
+    )
+    return {"origin": origin, "size": checkpoint.size, "checked_against": checked}

@@ -1,17 +1,26 @@
-"""Thin Celery tasks around the sequencer; both are safe to run twice or at once."""
+"""Thin Celery tasks around the sequencer and the witness push; all safe to run twice."""
 
 import logging
 
 from celery import shared_task
 
-from ledger.services import ledger_seal_pending
+from ledger.services import ledger_seal_pending, ledger_witness_push
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def seal_pending() -> int:
-    return ledger_seal_pending()
+    sealed = ledger_seal_pending()
+    if sealed:
+        # A new checkpoint: ask the witnesses to cosign it, outside the sealing lock.
+        witness_push.delay()
+    return sealed
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def witness_push() -> dict:
+    return ledger_witness_push()
 
 
 @shared_task(name="ledger.tasks.sweep", acks_late=True, reject_on_worker_lost=True)
@@ -20,4 +29,6 @@ def sweep() -> int:
     if sealed:
         # Only entries whose enqueue was lost (broker down, worker killed) get here.
         logger.info("ledger sweep sealed %d pending entries", sealed)
+    # Witnesses that were down at the last push get the latest checkpoint now.
+    ledger_witness_push()
     return sealed

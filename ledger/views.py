@@ -11,13 +11,16 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from ledger import selectors
+from ledger import selectors, services
+from ledger.auth import MemberTokenAuthentication
 from ledger.permissions import LedgerReadPermission
 
 
@@ -35,8 +38,15 @@ class _JSONErrors(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
+def _authentication_classes():
+    # Member tokens first: the custodian class refuses any bearer token it does not know.
+    others = [c for c in api_settings.DEFAULT_AUTHENTICATION_CLASSES if c is not MemberTokenAuthentication]
+    return [MemberTokenAuthentication, *others]
+
+
 class LedgerView(APIView):
     permission_classes = [LedgerReadPermission]
+    authentication_classes = _authentication_classes()
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JSONErrors
 
@@ -200,3 +210,98 @@ class ConsistencyProofView(LedgerView):
         _within_tree("second", query["second"])
         proof = selectors.proof_consistency(**query)
         return Response({**query, "hashes": [_b64(h) for h in proof]})
+
+
+class EntriesQuery(serializers.Serializer):
+    start = serializers.IntegerField(min_value=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=1000)
+
+
+class EntriesView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_entries",
+        summary="A run of sealed leaves from start, for auditors (base64 leaf bytes)",
+        parameters=[
+            OpenApiParameter("start", int, required=True, description="First index."),
+            OpenApiParameter("limit", int, description="At most 1000."),
+        ],
+        responses={
+            200: inline_serializer(
+                "LedgerEntries",
+                {"start": serializers.IntegerField(), "leaves": _HASHES},
+            ),
+            **_ERRORS,
+        },
+    )
+    def get(self, request):
+        query = _query(EntriesQuery, request)
+        _within_tree("start", query["start"] + 1)
+        leaves = selectors.entry_payloads(start=query["start"], limit=query["limit"])
+        return Response({"start": query["start"], "leaves": [_b64(p) for p in leaves]})
+
+
+class WitnessesView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_witnesses",
+        summary="Registered witnesses, quorum, the latest final size and witness refusals",
+        responses={200: OpenApiTypes.OBJECT, 401: _ERRORS[401]},
+    )
+    def get(self, request):
+        return Response(selectors.witness_overview())
+
+
+class CosignedCheckpointView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_checkpoint_cosigned",
+        summary="Latest final checkpoint with its witness cosignatures (C2SP tlog-cosignature)",
+        responses={(200, "text/plain"): OpenApiTypes.STR, 401: _ERRORS[401], 404: _ERRORS[404]},
+    )
+    def get(self, request):
+        checkpoint = selectors.checkpoint_final_latest()
+        if checkpoint is None:
+            raise NotFound("No checkpoint has the quorum of witness cosignatures yet.")
+        note_text = selectors.checkpoint_cosigned_note(checkpoint=checkpoint)
+        return HttpResponse(note_text, content_type="text/plain; charset=utf-8")
+
+
+class CosignatureSubmission(serializers.Serializer):
+    size = serializers.IntegerField(min_value=1)
+    cosignature = serializers.CharField(max_length=1000, trim_whitespace=False)
+
+
+class CosignatureView(LedgerView):
+    # The signature is the credential: only registered witness keys are accepted.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_cosignature_add",
+        summary="A witness submits its cosignature line on one of our checkpoints",
+        request=CosignatureSubmission,
+        responses={
+            201: inline_serializer(
+                "CosignatureStored", {"size": serializers.IntegerField(), "witness": serializers.CharField()}
+            ),
+            400: _ERRORS[400],
+            403: OpenApiResponse(description="Not a registered witness key, or does not verify."),
+            404: _ERRORS[404],
+        },
+    )
+    def post(self, request):
+        data = CosignatureSubmission(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            row = services.checkpoint_cosignature_add(
+                size=data.validated_data["size"], line=data.validated_data["cosignature"]
+            )
+        except services.CosignatureError as exc:
+            if exc.status == 404:
+                raise NotFound(str(exc)) from None
+            if exc.status == 403:
+                raise PermissionDenied(str(exc)) from None
+            raise ValidationError({"cosignature": str(exc)}) from None
+        return Response({"size": row.checkpoint.size, "witness": row.member.name}, status=201)

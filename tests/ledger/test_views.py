@@ -54,7 +54,9 @@ def test_info(client, sealed):
     response = client.get(API)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"origin", "size", "root_hash", "verifier_key", "last_sealed_at", "pending"}
+    assert set(body) == {
+        "origin", "size", "root_hash", "verifier_key", "last_sealed_at", "pending", "witnesses"
+    }
     assert body["size"] == 11 and body["pending"] == 1 and body["last_sealed_at"]
     assert body["verifier_key"] == services.ledger_verifier_key()
 

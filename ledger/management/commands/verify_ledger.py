@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from ledger.services import ledger_verify
+from ledger.services import RemoteAuditError, ledger_audit_remote, ledger_verify
 
 SHOWN_PROBLEMS = 20
 
@@ -8,10 +8,18 @@ SHOWN_PROBLEMS = 20
 class Command(BaseCommand):
     help = (
         "Recompute every leaf hash, stored subtree, checkpoint root and signature from the "
-        "entries' bytes. Exits non-zero naming the first bad entry when the log was altered."
+        "entries' bytes. Exits non-zero naming the first bad entry when the log was altered. "
+        "With --remote URL, audit another node's log over its API instead, checking it "
+        "against the checkpoints of that log seen here before."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--remote", metavar="URL", help="a ledger API, e.g. https://x/api/v1/ledger")
+        parser.add_argument("--token", help="a member or custodian token for that API")
+
+    def handle(self, *args, remote=None, token=None, **options):
+        if remote:
+            return self._remote(remote, token)
         report = ledger_verify(progress=self._progress)
         if report.ok:
             self.stdout.write(
@@ -24,6 +32,17 @@ class Command(BaseCommand):
         if len(report.problems) > SHOWN_PROBLEMS:
             self.stderr.write(f"... and {len(report.problems) - SHOWN_PROBLEMS} more problems")
         raise CommandError(f"ledger is NOT intact: {report.headline}")
+
+    def _remote(self, url: str, token: str | None) -> None:
+        try:
+            result = ledger_audit_remote(url=url, token=token, progress=self._progress)
+        except RemoteAuditError as exc:
+            raise CommandError(f"remote ledger is NOT intact: {exc}") from None
+        against = ", ".join(map(str, result["checked_against"])) or "none seen before"
+        self.stdout.write(
+            f"remote ledger intact: {result['origin']} at {result['size']} entries; "
+            f"consistent with earlier checkpoints: {against}"
+        )
 
     def _progress(self, done: int, total: int) -> None:
         # A line per chunk of a long log; stderr keeps stdout for the verdict.

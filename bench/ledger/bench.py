@@ -1,0 +1,230 @@
+"""Ledger benchmarks on PostgreSQL; prints figures and writes results.json / results.md.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/ledgerbench .venv/bin/python bench/ledger/bench.py
+
+The database is emptied of ledger rows first: never point this at a real log.
+Large logs are built by a loader that COPYs sealed entries and their complete-subtree
+nodes straight into the tables (hashes computed with ledger.merkle.CompactRange, the
+sequencer's own code path); the proofs read them exactly as in production.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "consent_portal.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from ledger import merkle, note, selectors, services  # noqa: E402
+from ledger.canonical import canonical_json  # noqa: E402
+from ledger.keys import ledger_key_get_or_create, log_private_key  # noqa: E402
+from ledger.models import Checkpoint, Entry, TreeState  # noqa: E402
+
+SIZES = [int(s) for s in os.getenv("BENCH_SIZES", "10000,100000,1000000").split(",")]
+SEAL_ROWS = int(os.getenv("BENCH_SEAL_ROWS", "20000"))
+PROOF_SAMPLES = int(os.getenv("BENCH_PROOF_SAMPLES", "500"))
+OUT = Path(__file__).parent
+
+
+def payload(i: int) -> bytes:
+    return canonical_json({"kind": "consent.granted", "participant": f"pid-{i:012d}",
+                           "purpose": "DUO:0000042", "action": "grant", "seq": i})
+
+
+def reset() -> None:
+    with connection.cursor() as c:
+        c.execute("TRUNCATE ledger_cosignature, ledger_witnessrefusal, ledger_checkpoint, "
+                  "ledger_treenode, ledger_treestate, ledger_entry RESTART IDENTITY CASCADE")
+
+
+def ms(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    return {"p50_ms": round(statistics.median(samples) * 1000, 3),
+            "p95_ms": round(samples[int(len(samples) * 0.95)] * 1000, 3)}
+
+
+def bench_sealing() -> dict:
+    """Sealing vs a plain bulk INSERT of the same rows, batches of 1,000, same run."""
+    reset()
+    rows = [(payload(i),) for i in range(SEAL_ROWS)]
+    now = timezone.now()
+    with connection.cursor() as c:
+        c.execute("CREATE TEMP TABLE bench_plain (id bigserial PRIMARY KEY, idx bigint, kind "
+                  "varchar(64), payload bytea, leaf bytea, created_at timestamptz, sealed_at timestamptz)")
+        start = time.perf_counter()
+        for b in range(0, SEAL_ROWS, 1000):
+            c.executemany(
+                "INSERT INTO bench_plain (idx, kind, payload, leaf, created_at, sealed_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                [(b + i, "consent.granted", p, hashlib.sha256(b"\0" + p).digest(), now, now)
+                 for i, (p,) in enumerate(rows[b:b + 1000])],
+            )
+        plain = time.perf_counter() - start
+        c.execute("DROP TABLE bench_plain")
+    Entry.objects.bulk_create(
+        [Entry(kind="consent.granted", payload=p) for (p,) in rows], batch_size=5000
+    )
+    start = time.perf_counter()
+    sealed = services.ledger_seal_pending(max_batch=1000)
+    seal = time.perf_counter() - start
+    assert sealed == SEAL_ROWS
+    return {"rows": SEAL_ROWS, "batch": 1000,
+            "seal_rows_per_s": round(SEAL_ROWS / seal), "plain_insert_rows_per_s": round(SEAL_ROWS / plain),
+            "ratio": round(plain / seal, 3)}
+
+
+class Loader:
+    """Appends sealed entries and their subtree nodes with COPY, continuing one tree."""
+
+    def __init__(self):
+        reset()
+        self.tree = merkle.CompactRange()
+
+    def load(self, to_size: int) -> float:
+        start = time.perf_counter()
+        now = timezone.now()
+        raw = connection.connection  # psycopg 3
+        # Two COPYs cannot be open at once on one connection: entries first, then nodes.
+        new_nodes = []
+        with raw.cursor() as cur:
+            with cur.copy("COPY ledger_entry (id, index, kind, payload, leaf_hash, created_at, "
+                          "sealed_at) FROM STDIN") as entries:
+                for i in range(self.tree.size, to_size):
+                    p = payload(i)
+                    leaf = merkle.leaf_hash(p)
+                    entries.write_row((i + 1, i, "consent.granted", p, leaf, now, now))
+                    new_nodes += self.tree.append(leaf)
+            with cur.copy("COPY ledger_treenode (level, index, hash) FROM STDIN") as nodes:
+                for row in new_nodes:
+                    nodes.write_row(row)
+        root = self.tree.root()
+        key = ledger_key_get_or_create()
+        body = note.checkpoint_body(settings.LEDGER_ORIGIN, to_size, root)
+        Checkpoint.objects.create(size=to_size, root_hash=root,
+                                  note=note.sign_note(body, key.name, log_private_key(key)))
+        TreeState.objects.update_or_create(id=1, defaults={"size": to_size, "root_hash": root})
+        with connection.cursor() as c:
+            c.execute("SELECT setval(pg_get_serial_sequence('ledger_entry', 'id'), %s)", [to_size])
+            c.execute("ANALYZE ledger_entry; ANALYZE ledger_treenode")
+        return time.perf_counter() - start
+
+
+def bench_proofs(size: int) -> dict:
+    rng = random.Random(size)
+    inclusion, consistency = [], []
+    # Warm the connection and caches a little, as a serving process would be.
+    for _ in range(20):
+        selectors.leaf_inclusion(index=rng.randrange(size), tree_size=size)
+    for _ in range(PROOF_SAMPLES):
+        i = rng.randrange(size)
+        t0 = time.perf_counter()
+        leaf, proof = selectors.leaf_inclusion(index=i, tree_size=size)
+        inclusion.append(time.perf_counter() - t0)
+        assert merkle.verify_inclusion(index=i, tree_size=size, leaf_hash=leaf, proof=proof,
+                                       root=bytes(TreeState.objects.get().root_hash)) if _ < 3 else True
+        first = rng.randrange(1, size)
+        t0 = time.perf_counter()
+        selectors.proof_consistency(first=first, second=size)
+        consistency.append(time.perf_counter() - t0)
+    return {"size": size, "inclusion": ms(inclusion), "consistency": ms(consistency)}
+
+
+def bench_verify(size: int) -> dict:
+    """ledger_verify over the whole log vs a bare hashlib loop over the same bytes."""
+    payloads = [bytes(p) for p in Entry.objects.order_by("index").values_list("payload", flat=True)]
+    start = time.perf_counter()
+    for p in payloads:
+        hashlib.sha256(b"\x00" + p).digest()
+    bare = time.perf_counter() - start
+    del payloads
+    start = time.perf_counter()
+    report = services.ledger_verify(chunk_size=10000)
+    full = time.perf_counter() - start
+    assert report.ok and report.entries == size, report.problems[:3]
+    return {"size": size, "verify_leaves_per_s": round(size / full),
+            "bare_hashlib_leaves_per_s": round(size / bare), "ratio": round(bare / full, 3)}
+
+
+def bench_worker_memory(batches: int = 30) -> dict:
+    """RSS of this process while sealing batches of 1,000 on top of the big log."""
+    size = TreeState.objects.get().size
+    rss = []
+    for b in range(batches):
+        Entry.objects.bulk_create(
+            [Entry(kind="consent.granted", payload=payload(size + b * 1000 + i)) for i in range(1000)]
+        )
+        services.ledger_seal_pending(max_batch=1000)
+        with open("/proc/self/status") as f:
+            rss.append(next(int(line.split()[1]) for line in f if line.startswith("VmRSS")))
+    return {"log_size_at_start": size, "batches": batches, "rss_kib_first": rss[0],
+            "rss_kib_last": rss[-1], "rss_kib_max": max(rss),
+            "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def main() -> None:
+    if connection.vendor != "postgresql":
+        sys.exit("set DATABASE_URL to a PostgreSQL database used only for benchmarks")
+    call_command("migrate", verbosity=0)
+    started = time.perf_counter()
+    results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "postgres": connection.cursor().connection.info.server_version},
+               "loader": "COPY of sealed rows and nodes computed by ledger.merkle.CompactRange"}
+    results["sealing"] = seal = bench_sealing()
+    print(f"sealing: {seal['seal_rows_per_s']} rows/s vs plain INSERT {seal['plain_insert_rows_per_s']} "
+          f"rows/s (ratio {seal['ratio']})", flush=True)
+    loader = Loader()
+    results["proofs"], results["load_seconds"] = [], {}
+    for size in SIZES:
+        results["load_seconds"][size] = round(loader.load(size), 1)
+        row = bench_proofs(size)
+        results["proofs"].append(row)
+        print(f"proofs at {size}: inclusion p50 {row['inclusion']['p50_ms']} ms, consistency p50 "
+              f"{row['consistency']['p50_ms']} ms", flush=True)
+        if size == int(os.getenv("BENCH_VERIFY_SIZE", "100000")):
+            results["verify"] = v = bench_verify(size)
+            print(f"verify at {size}: {v['verify_leaves_per_s']} leaves/s vs bare hashlib "
+                  f"{v['bare_hashlib_leaves_per_s']} (ratio {v['ratio']})", flush=True)
+    results["worker_memory"] = mem = bench_worker_memory()
+    print(f"sealing RSS at {mem['log_size_at_start']}: first {mem['rss_kib_first']} KiB, "
+          f"last {mem['rss_kib_last']} KiB after {mem['batches']} batches", flush=True)
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    p = results["proofs"]
+    lines = ["# Ledger benchmark results", "", f"One run, {results['total_seconds']} s, "
+             f"{os.cpu_count()} CPUs, PostgreSQL {results['machine']['postgres']}. "
+             "Big logs loaded by COPY (see bench.py).", "",
+             f"- sealing (batches of 1,000): {seal['seal_rows_per_s']} rows/s; plain bulk INSERT "
+             f"of the same rows {seal['plain_insert_rows_per_s']} rows/s; ratio {seal['ratio']}",
+             "", "| entries | inclusion p50 / p95 ms | consistency p50 / p95 ms |", "|---|---|---|"]
+    lines += [f"| {r['size']:,} | {r['inclusion']['p50_ms']} / {r['inclusion']['p95_ms']} | "
+              f"{r['consistency']['p50_ms']} / {r['consistency']['p95_ms']} |" for r in p]
+    if "verify" in results:
+        v = results["verify"]
+        lines += ["", f"- full verification at {v['size']:,}: {v['verify_leaves_per_s']} leaves/s; "
+                  f"bare hashlib loop {v['bare_hashlib_leaves_per_s']} leaves/s; ratio {v['ratio']}"]
+    lines += [f"- sealing worker RSS on a {mem['log_size_at_start']:,}-entry log: "
+              f"{mem['rss_kib_first']} KiB after the first batch, {mem['rss_kib_last']} KiB after "
+              f"{mem['batches']} (max {mem['rss_kib_max']})", ""]
+    (OUT / "results.md").write_text("\n".join(lines))
+    print(f"wrote {OUT / 'results.json'} and results.md in {results['total_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
