@@ -545,7 +545,7 @@ def consents_resume_due(*, now=None) -> int:
             consent.save(update_fields=["state", "suspended_until", "updated_at"])
             identity_services.credential_resume(credential_id=consent.credential_id)
             event = _consent_event_record(consent=consent, action=ConsentEvent.RESUME, now=now)
-            event.signed_by = "portal-scheduled-end-of-suspension"
+            event.signed_by = "scheduled-resume"
             event.save(update_fields=["signed_by"])
         resumed += 1
     return resumed
@@ -609,7 +609,7 @@ def _consent_revoke_on_withdrawal(*, participant: Participant, consent_id: int, 
     consent.save(update_fields=["state", "suspended_until", "updated_at"])
     identity_services.credential_revoke(credential_id=consent.credential_id)
     event = _consent_event_record(consent=consent, action=ConsentEvent.REVOKE, now=now)
-    event.signed_by = "portal-withdrawal"
+    event.signed_by = "withdrawal"
     event.save(update_fields=["signed_by"])
 
 

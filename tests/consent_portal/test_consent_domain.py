@@ -134,7 +134,7 @@ def test_a_suspension_with_an_end_resumes_by_itself(participant, purposes):
     assert consent.state == "granted" and consent.suspended_until is None
     assert identity_selectors.credential_status(credential_id=consent.credential_id)["suspended"] is False
     event = consent.events.order_by("-created_at").first()
-    assert (event.action, event.signed_by) == ("resume", "portal-scheduled-end-of-suspension")
+    assert (event.action, event.signed_by) == ("resume", "scheduled-resume")
     assert services.consents_resume_due(now=end + timedelta(days=1)) == 0  # safe to run twice
 
 
