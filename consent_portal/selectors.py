@@ -84,7 +84,7 @@ def consent_views_by_participant(*, participant_ids) -> dict[int, list[decisions
     # Only the time limit (TS) reads the grant date; converting 50,000 timestamps costs
     # more than the query, so fetch them only when some purpose has one.
     dated = any(decisions.TS in p["modifiers"] for p in purposes.values())
-    rows = Consent.objects.filter(participant_id__in=participant_ids).values_list(
+    rows = Consent.objects.filter(participant__id__any=participant_ids).values_list(
         "pk", "participant_id", "purpose_id", "state", "granted_at" if dated else "pk"
     )
     for pk, participant_id, purpose_id, state, granted_at in rows:
@@ -152,21 +152,21 @@ def latest_checks(*, limit: int = 20):
 def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
     """Per consent: its credential, state and the ledger position of its latest event, in
     two queries. Inclusion proofs are fetched per index from the ledger API when needed."""
+    slugs = dict(Purpose.objects.values_list("pk", "slug"))
     evidence = {
-        pk: {"credential": credential_id, "consent_state": state, "purpose": slug, "latest_event": None}
-        for pk, credential_id, state, slug in Consent.objects.filter(pk__in=consent_ids).values_list(
-            "pk", "credential_id", "state", "purpose__slug"
+        pk: {"credential": credential_id, "consent_state": state, "purpose": slugs[purpose_id], "latest_event": None}
+        for pk, credential_id, state, purpose_id in Consent.objects.filter(pk__any=consent_ids).values_list(
+            "pk", "credential_id", "state", "purpose_id"
         )
     }
-    events = ConsentEvent.objects.filter(consent_id__in=consent_ids).order_by("consent_id", "-created_at")
+    events = ConsentEvent.objects.filter(consent__id__any=consent_ids).order_by("consent_id", "-created_at")
     if connection.features.can_distinct_on_fields:
         events = events.distinct("consent_id")  # PostgreSQL: only the latest row per consent
-    events = events.values_list("consent_id", "action", "created_at", "ledger_entry__index")
-    for consent_id, action, created_at, index in events:
+    # The ledger index names the event; its time is in the sealed leaf.
+    events = events.values_list("consent_id", "action", "ledger_entry__index")
+    for consent_id, action, index in events:
         if evidence[consent_id]["latest_event"] is None:
-            evidence[consent_id]["latest_event"] = {
-                "action": action, "at": created_at.isoformat(), "ledger_index": index,
-            }
+            evidence[consent_id]["latest_event"] = {"action": action, "ledger_index": index}
     return evidence
 
 

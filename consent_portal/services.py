@@ -366,7 +366,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
     rows = {
         identifier: (sample_pk, participant_id)
         for sample_pk, identifier, participant_id in Sample.objects.filter(
-            custodian=custodian, identifier__in=samples
+            custodian=custodian, identifier__any=samples
         ).values_list("pk", "identifier", "participant_id")
     }
     views = selectors.consent_views_by_participant(participant_ids={p for _, p in rows.values()}) if use else {}

@@ -314,3 +314,10 @@ def test_erasure_through_the_portal_logs_out(participant, purposes):
     response = client.post("/portal/erase/", {"confirm": "erase my data"})
     assert b"Your data is erased" in response.content
     assert client.get("/portal/").status_code == 302
+
+
+@pytest.mark.parametrize("samples", [["ok", 7], ["ok", ""], ["x" * 101], "S-1", {"a": 1}])
+def test_bulk_check_refuses_sample_lists_of_the_wrong_shape(api, approved_study, samples):
+    response = post(api, "/api/v1/consent-checks/bulk",
+                    {"study": "hmb-study", "purpose": "DUO:0000006", "samples": samples})
+    assert response.status_code == 400 and "samples" in response.json()["fields"]
