@@ -438,7 +438,7 @@ def _check_evidence(*, sample: str, study: str, purpose: str, consent: Consent |
         "latest_event": {
             "action": latest_event.action,
             "at": latest_event.created_at.isoformat(),
-            "ledger": ledger_selectors.entry_evidence(entry_id=latest_event.ledger_entry_id)
+            "ledger": ledger_selectors.entry_receipt(entry_id=latest_event.ledger_entry_id)
             or {"sealed": False, "detail": "The event is recorded but not sealed yet."},
         },
     }

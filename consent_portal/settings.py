@@ -227,8 +227,10 @@ LEDGER_KEY_NAME = os.getenv("LEDGER_KEY_NAME", LEDGER_ORIGIN)
 LEDGER_SEAL_BATCH = envint("LEDGER_SEAL_BATCH", "1000")
 # Entries carry no personal data, but a deployment may still keep its log to members.
 LEDGER_PUBLIC = envbool("LEDGER_PUBLIC", "false")
-# A checkpoint is final once this many registered witnesses have cosigned it.
-LEDGER_WITNESS_QUORUM = envint("LEDGER_WITNESS_QUORUM", "1")
+# A checkpoint is final once this many registered witnesses have cosigned it. 0 (the
+# embedded default, which runs no witnesses) makes the log's own signature final; a
+# consortium sets it to its quorum.
+LEDGER_WITNESS_QUORUM = envint("LEDGER_WITNESS_QUORUM", "0")
 # Seconds to wait for a witness's add-checkpoint answer.
 LEDGER_WITNESS_TIMEOUT = envint("LEDGER_WITNESS_TIMEOUT", "10")
 

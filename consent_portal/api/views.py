@@ -21,7 +21,7 @@ from ledger import selectors as ledger_selectors
 
 
 def _check_ledger(check: ConsentCheck) -> dict:
-    return ledger_selectors.entry_evidence(entry_id=check.ledger_entry_id) or {
+    return ledger_selectors.entry_receipt(entry_id=check.ledger_entry_id) or {
         "sealed": False,
         "detail": "The check is recorded and will be sealed shortly; fetch it again for its proof.",
     }
@@ -104,7 +104,7 @@ class BulkConsentCheckView(APIView):
             custodian=request.user, samples=data["samples"], study=data["study"], purpose=data["purpose"]
         )
         bulk = answer.pop("bulk")
-        answer["ledger"] = ledger_selectors.entry_evidence(entry_id=bulk.ledger_entry_id) or {
+        answer["ledger"] = ledger_selectors.entry_receipt(entry_id=bulk.ledger_entry_id) or {
             "sealed": False,
             "detail": "Recorded; the ledger entry carries results_sha256 and will be sealed shortly.",
         }

@@ -1,4 +1,9 @@
+import base64
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -6,6 +11,8 @@ from django.test import Client
 from consent_portal import services
 from consent_portal.models import ConsentCheck
 from ledger.models import Entry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -28,7 +35,7 @@ QUESTION = {"sample": "S-1", "study": "hmb-study", "purpose": "DUO:0000006"}
 
 
 def test_permit_with_evidence_a_custodian_can_verify(
-    api, sample, participant, purposes, approved_study, django_capture_on_commit_callbacks
+    api, sample, participant, purposes, approved_study, django_capture_on_commit_callbacks, tmp_path
 ):
     with django_capture_on_commit_callbacks(execute=True):
         services.consent_grant(participant=participant, purpose=purposes["general-research"])
@@ -40,10 +47,19 @@ def test_permit_with_evidence_a_custodian_can_verify(
     consent = body["evidence"]["consent"]
     assert consent["credential"]["credentialSubject"]["purpose"] == "DUO:0000042"
     assert consent["credential_status"] == {"revoked": False, "suspended": False}
-    ledger = consent["latest_event"]["ledger"]
-    for key in ("index", "tree_size", "inclusion_proof", "checkpoint", "leaf_hash"):
-        assert key in ledger
-    assert ledger["checkpoint"].startswith("localhost/consent-portal/ledger\n")
+    receipt = consent["latest_event"]["ledger"]
+    for key in ("index", "tree_size", "inclusion_proof", "checkpoint", "leaf", "log_key"):
+        assert key in receipt
+    assert receipt["checkpoint"].startswith("localhost/consent-portal/ledger\n")
+    leaf = json.loads(base64.b64decode(receipt["leaf"]))
+    assert leaf["credential"] == consent["credential"]["id"] and leaf["action"] == "grant"
+    # The receipt stands on its own: checked offline, with no database and no Django.
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(receipt))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "DATABASE", "REDIS", "CELERY"))}
+    result = subprocess.run([sys.executable, "-m", "ledger.verify", str(path)], env=env, cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_check_itself_is_recorded_on_the_ledger(api, sample, approved_study):
