@@ -38,6 +38,7 @@ def dashboard(request):
             "checks": selectors.latest_checks(),
             "ledger": ledger_selectors.ledger_info(),
             "checkpoint": ledger_selectors.checkpoint_latest(),
+            "witnessing": ledger_selectors.witness_overview(),
         },
     )
 

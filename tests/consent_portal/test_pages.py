@@ -133,3 +133,25 @@ def test_purpose_admin_refuses_a_modifier_without_its_parameters(db):
     assert not form.is_valid() and "modifier_params" in form.errors
     form = PurposeForm(data={**data, "modifier_params": '{"DUO:0000022": {"countries": ["GB"]}}'})
     assert form.is_valid(), form.errors
+
+
+def test_ethics_dashboard_shows_witness_refusals(ethics_member):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from ledger import cosign, services as ledger_services
+    from ledger.models import WitnessRefusal
+
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    member = ledger_services.member_register(
+        name="witness.example.org", verifier_key=cosign.verifier_key("witness.example.org", public),
+        witness_url="http://127.0.0.1:9/",
+    )
+    client = Client()
+    client.force_login(ethics_member)
+    page = client.get("/ethics/").content.decode()
+    assert "witness.example.org" in page and "may have been rewritten" not in page
+    WitnessRefusal.objects.create(member=member, size=12, root_hash=b"\0" * 32, status=422,
+                                  detail="consistency proof does not verify")
+    page = client.get("/ethics/").content.decode()
+    assert "may have been rewritten or forked" in page and "consistency proof does not verify" in page
