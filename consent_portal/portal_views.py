@@ -2,6 +2,7 @@
 credentials. Every query is scoped to request.user's own participant record."""
 
 import json
+from datetime import UTC, datetime, time
 from functools import wraps
 
 from django import forms
@@ -11,6 +12,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
 from consent_portal import selectors, services
@@ -95,8 +97,17 @@ def consent_grant(request, participant, slug):
 @participant_required
 @require_POST
 def consent_change(request, participant, consent_id, action):
+    until = None
+    if action == "suspend" and request.POST.get("until"):
+        day = parse_date(request.POST["until"])
+        if day is None:
+            messages.error(request, "Give the end of the suspension as a date.")
+            return redirect("portal-consents")
+        until = datetime.combine(day, time.min, tzinfo=UTC)
     try:
-        consent = services.consent_change(participant=participant, consent_id=consent_id, action=action)
+        consent = services.consent_change(
+            participant=participant, consent_id=consent_id, action=action, suspend_until=until
+        )
     except Consent.DoesNotExist:
         raise Http404("No such consent.")
     except services.ConsentStateError as exc:

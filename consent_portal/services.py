@@ -81,7 +81,7 @@ def participant_sign_up(*, username: str, password: str, email: str = "") -> Par
 # Consents --------------------------------------------------------------------------------
 
 
-def _consent_event_record(*, consent: Consent, action: str, now) -> ConsentEvent:
+def _consent_event_record(*, consent: Consent, action: str, now, signed_by: str | None = None) -> ConsentEvent:
     entry = ledger_services.entry_append(
         kind=f"consent.{action}",
         payload={
@@ -96,7 +96,8 @@ def _consent_event_record(*, consent: Consent, action: str, now) -> ConsentEvent
         },
     )
     return ConsentEvent.objects.create(
-        consent=consent, action=action, state_after=consent.state, created_at=now, ledger_entry=entry
+        consent=consent, action=action, state_after=consent.state, created_at=now, ledger_entry=entry,
+        **({"signed_by": signed_by} if signed_by else {}),
     )
 
 
@@ -148,7 +149,7 @@ def consent_change(
     """
     if action not in _TRANSITIONS:
         raise ConsentStateError(f"Unknown action '{action}'.")
-    allowed_from, new_state, set_status = _TRANSITIONS[action]
+    allowed_from = _TRANSITIONS[action][0]
     now = timezone.now()
     if suspend_until is not None and (action != ConsentEvent.SUSPEND or suspend_until <= now):
         raise ConsentStateError("A suspension end must be in the future, and only a suspension has one.")
@@ -164,13 +165,20 @@ def consent_change(
             raise Consent.DoesNotExist("No such consent for this participant.")
         if consent.state not in allowed_from:
             raise ConsentStateError(f"A {consent.state} consent cannot be {action}d.")
-        consent.state = new_state
-        consent.updated_at = now
-        consent.suspended_until = suspend_until
-        consent.save(update_fields=["state", "updated_at", "suspended_until"])
-        set_status(credential_id=consent.credential_id)
-        _consent_event_record(consent=consent, action=action, now=now)
+        _consent_transition(consent=consent, action=action, now=now, suspend_until=suspend_until)
     return consent
+
+
+def _consent_transition(*, consent: Consent, action: str, now, suspend_until=None, signed_by=None) -> None:
+    """The one place a live consent changes state: its row, its credential's status bit,
+    its event and ledger entry. Callers hold the consent's row lock and checked the state."""
+    _, new_state, set_status = _TRANSITIONS[action]
+    consent.state = new_state
+    consent.updated_at = now
+    consent.suspended_until = suspend_until
+    consent.save(update_fields=["state", "updated_at", "suspended_until"])
+    set_status(credential_id=consent.credential_id)
+    _consent_event_record(consent=consent, action=action, now=now, signed_by=signed_by)
 
 
 # Studies ---------------------------------------------------------------------------------
@@ -536,17 +544,10 @@ def consents_resume_due(*, now=None) -> int:
     resumed = 0
     for consent_id, participant_id in due:
         with transaction.atomic():
-            consent = Consent.objects.select_for_update().get(pk=consent_id)
+            consent = Consent.objects.select_for_update().select_related("purpose", "participant").get(pk=consent_id)
             if consent.state != Consent.SUSPENDED or not consent.suspended_until or consent.suspended_until > now:
                 continue  # changed since we looked
-            consent.state = Consent.GRANTED
-            consent.suspended_until = None
-            consent.updated_at = now
-            consent.save(update_fields=["state", "suspended_until", "updated_at"])
-            identity_services.credential_resume(credential_id=consent.credential_id)
-            event = _consent_event_record(consent=consent, action=ConsentEvent.RESUME, now=now)
-            event.signed_by = "scheduled-resume"
-            event.save(update_fields=["signed_by"])
+            _consent_transition(consent=consent, action=ConsentEvent.RESUME, now=now, signed_by="scheduled-resume")
         resumed += 1
     return resumed
 
@@ -572,10 +573,11 @@ def participant_withdraw(*, participant: Participant, level: str) -> Withdrawal:
         Participant.objects.select_for_update().get(pk=participant.pk)
         action = _WITHDRAWAL_ACTIONS[level]
         if action is not None:
-            for consent_id in Consent.objects.filter(participant=participant).exclude(
-                state=Consent.REVOKED
-            ).values_list("pk", flat=True):
-                _consent_revoke_on_withdrawal(participant=participant, consent_id=consent_id, now=now)
+            live = Consent.objects.select_for_update().select_related("purpose", "participant").filter(
+                participant=participant
+            ).exclude(state=Consent.REVOKED)
+            for consent in live:
+                _consent_transition(consent=consent, action=ConsentEvent.REVOKE, now=now, signed_by="withdrawal")
         ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN).update(
             status=ConsentRequest.DECLINED, answered_at=now
         )
@@ -599,18 +601,6 @@ def participant_withdraw(*, participant: Participant, level: str) -> Withdrawal:
                 ]
             )
     return withdrawal
-
-
-def _consent_revoke_on_withdrawal(*, participant: Participant, consent_id: int, now) -> None:
-    consent = Consent.objects.select_for_update().select_related("purpose", "participant").get(pk=consent_id)
-    consent.state = Consent.REVOKED
-    consent.suspended_until = None
-    consent.updated_at = now
-    consent.save(update_fields=["state", "suspended_until", "updated_at"])
-    identity_services.credential_revoke(credential_id=consent.credential_id)
-    event = _consent_event_record(consent=consent, action=ConsentEvent.REVOKE, now=now)
-    event.signed_by = "withdrawal"
-    event.save(update_fields=["signed_by"])
 
 
 def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> WithdrawalInstruction:

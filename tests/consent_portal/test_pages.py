@@ -155,3 +155,19 @@ def test_ethics_dashboard_shows_witness_refusals(ethics_member):
                                   detail="consistency proof does not verify")
     page = client.get("/ethics/").content.decode()
     assert "may have been rewritten or forked" in page and "consistency proof does not verify" in page
+
+
+def test_suspend_until_a_date_through_the_page(alice_client, participant, purposes):
+    from datetime import date, timedelta
+
+    alice_client.post("/portal/consents/grant/general-research/")
+    consent = Consent.objects.get(participant=participant)
+    past = (date.today() - timedelta(days=1)).isoformat()
+    alice_client.post(f"/portal/consents/{consent.pk}/suspend/", {"until": past})
+    consent.refresh_from_db()
+    assert consent.state == "granted"  # an end in the past is refused
+    future = (date.today() + timedelta(days=14)).isoformat()
+    alice_client.post(f"/portal/consents/{consent.pk}/suspend/", {"until": future})
+    consent.refresh_from_db()
+    assert consent.state == "suspended" and consent.suspended_until.date().isoformat() == future
+    assert f"until {future}" in alice_client.get("/portal/consents/").content.decode()
