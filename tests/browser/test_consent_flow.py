@@ -61,3 +61,33 @@ def test_ethics_member_approves_a_study_in_chromium(page, screenshot):
     row.get_by_role("button", name="Approve").click()
     expect(page.locator("tr[data-study=pharma-cohort-2026]")).to_contain_text("approved")
     screenshot("ethics-dashboard")
+
+
+def test_answer_a_study_request_and_withdraw_in_chromium(page, screenshot):
+    demo.demo_load()
+    participant = services.Participant.objects.get(user__username="participant")
+    use = services.StudyUse.objects.get(study__identifier="diabetes-genomics-2026", permission_id="DUO:0000007")
+    services.study_use_decide(use_id=use.pk, approve=True, member=None)
+    page.goto("/login/")
+    page.fill("#id_username", "participant")
+    page.fill("#id_password", demo.DEMO_PASSWORDS["participant"])
+    page.click("button[type=submit]")
+    page.click("text=Requests")
+    # The demo approved the study's HMB use; approving its DS use just now asked again.
+    requests = page.get_by_test_id("request")
+    expect(requests).to_have_count(2)
+    ds_request = requests.filter(has_text="DUO:0000007")
+    expect(ds_request).to_contain_text("Genomic risk factors of type 2 diabetes")
+    screenshot("requests")
+    ds_request.get_by_role("button", name="Grant").click()
+    expect(page.locator(".messages")).to_contain_text("your consent is granted")
+    assert participant.consents.get().purpose.slug == "diabetes-research"
+
+    page.click("text=Withdraw")
+    page.check("input[value=no_use]")
+    page.check("input[name=confirm]")
+    page.get_by_role("button", name="Withdraw").click()
+    expect(page.locator(".messages")).to_contain_text("No further use")
+    expect(page.get_by_test_id("confirmation")).to_contain_text("awaiting the custodian")
+    screenshot("withdraw")
+    assert participant.consents.get().state == "revoked"
