@@ -22,7 +22,6 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from bench._django import setup
 
@@ -164,8 +163,6 @@ def main() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
-    hot_samples = [f"P{pid}-S{n}" for pid in sorted(hot) for n in range(args.samples_per_participant)]
-    (Path(__file__).parent / "hot_samples.txt").write_text("\n".join(hot_samples) + "\n")
     print(f"loaded {len(participant_ids):,} participants, {Consent.objects.count():,} consents, "
           f"{Sample.objects.count():,} samples, {Entry.objects.count():,} ledger entries")
 

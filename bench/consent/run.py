@@ -95,11 +95,17 @@ def main():
     args = parser.parse_args()
     if not os.getenv("DATABASE_URL", "").startswith("postgres") or not os.getenv("REDIS_URL"):
         sys.exit("Set DATABASE_URL (PostgreSQL, loaded by bench.consent.load) and REDIS_URL.")
-    hot = (HERE / "hot_samples.txt").read_text().split()
     from bench._django import setup
 
     setup()
     from consent_portal.models import Consent, Participant, Sample
+    from identity.models import IssuedCredential
+
+    # Single checks read credential documents: ask about the samples of the participants
+    # whose credentials the loader issued for real.
+    issued = IssuedCredential.objects.values_list("id", flat=True)
+    hot_participants = Consent.objects.filter(credential_id__in=issued).values_list("participant_id", flat=True)
+    hot = list(Sample.objects.filter(participant_id__in=hot_participants).values_list("identifier", flat=True))
 
     # Bulk checks read no credential documents, so they draw from every sample.
     rng = random.Random(1)
