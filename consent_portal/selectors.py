@@ -225,6 +225,16 @@ def withdrawals_of(*, participant: Participant):
     ).select_related("ledger_entry")
 
 
+def consent_of_custodians_participant(*, credential_id: str, custodian: Custodian) -> Consent | None:
+    """A consent, if this custodian holds a sample of its participant (else None)."""
+    return (
+        Consent.objects.select_related("purpose__permission", "participant")
+        .filter(credential_id=credential_id, participant__samples__custodian=custodian)
+        .distinct()
+        .first()
+    )
+
+
 _FHIR_STATUS = {Consent.GRANTED: "active", Consent.SUSPENDED: "inactive", Consent.REVOKED: "rejected"}
 DUO_SYSTEM = "http://purl.obolibrary.org/obo/duo.owl"
 

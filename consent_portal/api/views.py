@@ -15,7 +15,7 @@ from consent_portal.api.serializers import (
     StudyRequest,
     WithdrawalFeedQuery,
 )
-from consent_portal.models import Consent, ConsentCheck, WithdrawalInstruction
+from consent_portal.models import ConsentCheck, WithdrawalInstruction
 from identity import selectors as identity_selectors
 from ledger import selectors as ledger_selectors
 
@@ -153,11 +153,8 @@ class ConsentFhirView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: None},
                    summary="A consent as a FHIR R4 Consent resource (for a participant whose sample you hold)")
     def get(self, request, credential_uuid):
-        consent = (
-            Consent.objects.select_related("purpose__permission", "participant")
-            .filter(credential_id=f"urn:uuid:{credential_uuid}", participant__samples__custodian=request.user)
-            .distinct()
-            .first()
+        consent = selectors.consent_of_custodians_participant(
+            credential_id=f"urn:uuid:{credential_uuid}", custodian=request.user
         )
         if consent is None:
             raise NotFound(f"No consent {credential_uuid} for a participant whose sample you hold.")
