@@ -157,6 +157,39 @@ class CompactRange:
             completed.append((level + 1, index >> (level + 1), merged))
         return completed
 
+    def extend(self, leaves: Sequence[bytes]) -> list[tuple[int, int, list[bytes]]]:
+        """Adds many leaf hashes at once, hashing level by level (same tree as append).
+
+        Returns the subtrees they complete as runs (level, first index, hashes), one per
+        level from 0 up, each run's indexes consecutive.
+        """
+        if not leaves:
+            return []
+        sha256 = hashlib.sha256
+        start, end = self.size, self.size + len(leaves)
+        pending = dict(self._stack)  # level -> hash of the one incomplete-pair subtree
+        runs = []
+        level, first, run = 0, start, list(leaves)
+        while run:
+            runs.append((level, first, run))
+            if first & 1:
+                # Its left sibling is the old frontier subtree at this level.
+                run = [pending[level], *run]
+                first -= 1
+            pairs = len(run) >> 1
+            blob = b"".join(run[: 2 * pairs])
+            run = [sha256(b"\x01" + blob[i : i + 64]).digest() for i in range(0, 64 * pairs, 64)]
+            level, first = level + 1, first >> 1
+        by_level = {lv: (i, hashes) for lv, i, hashes in runs}
+        stack = []
+        for lv, i in subtrees(0, end):
+            if lv in by_level and by_level[lv][0] <= i < by_level[lv][0] + len(by_level[lv][1]):
+                stack.append((lv, by_level[lv][1][i - by_level[lv][0]]))
+            else:
+                stack.append((lv, pending[lv]))
+        self.size, self._stack = end, stack
+        return runs
+
     def root(self) -> bytes:
         return fold([h for _, h in self._stack])
 

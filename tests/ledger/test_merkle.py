@@ -186,3 +186,27 @@ def test_proofs_read_logarithmically_many_stored_subtrees():
     reads: list = []
     merkle.inclusion_proof(37, 70, getter_for(70, reads))
     assert set(reads) == merkle.subtrees_of(merkle.inclusion_ranges(37, 70))
+
+
+def test_extend_builds_the_same_tree_and_subtrees_as_append():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        before, count = rng.randrange(0, 70), rng.randrange(0, 70)
+        leaves = [merkle.leaf_hash(str(i).encode()) for i in range(before + count)]
+        one, many = merkle.CompactRange(), merkle.CompactRange()
+        for leaf in leaves[:before]:
+            one.append(leaf)
+            many.append(leaf)
+        expected = {}
+        for leaf in leaves[before:]:
+            expected.update({(lv, i): h for lv, i, h in one.append(leaf)})
+        got, position = {}, before
+        while position < before + count:
+            piece = leaves[position : position + rng.randrange(1, 20)]
+            position += len(piece)
+            for level, first, hashes in many.extend(piece):
+                got.update({(level, first + k): h for k, h in enumerate(hashes)})
+        assert got == expected
+        assert (many.size, many.root()) == (one.size, one.root())
