@@ -122,6 +122,8 @@ def witness_quorum() -> int:
 
 def _final_checkpoints():
     """Checkpoints cosigned by at least the quorum of active registered witnesses."""
+    if witness_quorum() == 0:
+        return Checkpoint.objects.all()  # the log's signature suffices; skip the GROUP BY
     counted = Checkpoint.objects.annotate(
         cosigners=Count(
             "cosignatures",
