@@ -151,22 +151,24 @@ def latest_checks(*, limit: int = 20):
 
 def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
     """Per consent: its credential, state and the ledger position of its latest event, in
-    two queries. Inclusion proofs are fetched per index from the ledger API when needed."""
+    one query (every consent has at least its grant event). Inclusion proofs are fetched
+    per index from the ledger API when needed."""
     slugs = dict(Purpose.objects.values_list("pk", "slug"))
-    evidence = {
-        pk: {"credential": credential_id, "consent_state": state, "purpose": slugs[purpose_id], "latest_event": None}
-        for pk, credential_id, state, purpose_id in Consent.objects.filter(pk__any=consent_ids).values_list(
-            "pk", "credential_id", "state", "purpose_id"
-        )
-    }
     events = ConsentEvent.objects.filter(consent__id__any=consent_ids).order_by("consent_id", "-created_at")
     if connection.features.can_distinct_on_fields:
         events = events.distinct("consent_id")  # PostgreSQL: only the latest row per consent
     # The ledger index names the event; its time is in the sealed leaf.
-    events = events.values_list("consent_id", "action", "ledger_entry__index")
-    for consent_id, action, index in events:
-        if evidence[consent_id]["latest_event"] is None:
-            evidence[consent_id]["latest_event"] = {"action": action, "ledger_index": index}
+    rows = events.values_list(
+        "consent_id", "consent__credential_id", "consent__state", "consent__purpose_id", "action",
+        "ledger_entry__index",
+    )
+    evidence = {}
+    for consent_id, credential_id, state, purpose_id, action, index in rows:
+        if consent_id not in evidence:
+            evidence[consent_id] = {
+                "credential": credential_id, "consent_state": state, "purpose": slugs[purpose_id],
+                "latest_event": {"action": action, "ledger_index": index},
+            }
     return evidence
 
 
