@@ -381,14 +381,27 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
     use_facts = _use_facts(study=study, use=use, today=today) if use else None
     named_ids = set()
     answers = []
+    study_reason_dicts = [r.as_dict() for r in study_reasons]
+    # Participants with the same consents (states, purposes, grant days) get the same answer;
+    # deciding once per such shape instead of once per sample halves a 10,000-sample check.
+    by_shape: dict[tuple, tuple] = {}
     for identifier in samples:
         if identifier not in rows:
-            decision, reasons, named = "deny", [decisions.Reason(
-                "unknown_sample", f"No sample '{identifier}' is registered to this custodian.")], None
+            decision, reasons, named = "deny", [{
+                "code": "unknown_sample",
+                "message": f"No sample '{identifier}' is registered to this custodian."}], None
         elif use is None:
-            decision, reasons, named = "deny", study_reasons, None
+            decision, reasons, named = "deny", study_reason_dicts, None
         else:
-            decision, reasons, named = decisions.decide(views[rows[identifier][1]], use_facts)
+            consents = views[rows[identifier][1]]
+            shape = tuple((v.state, v.permission, v.disease_id, v.modifiers, id(v.params), v.granted_on)
+                          for v in consents)
+            if shape not in by_shape:
+                decision, reasons, named = decisions.decide(consents, use_facts)
+                position = next(i for i, v in enumerate(consents) if v is named) if named else None
+                by_shape[shape] = (decision, [r.as_dict() for r in reasons], position)
+            decision, reasons, position = by_shape[shape]
+            named = consents[position] if position is not None else None
         answers.append((identifier, decision, reasons, named))
         if named is not None:
             named_ids.add(named.consent_id)

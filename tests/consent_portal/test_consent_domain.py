@@ -321,3 +321,15 @@ def test_bulk_check_refuses_sample_lists_of_the_wrong_shape(api, approved_study,
     response = post(api, "/api/v1/consent-checks/bulk",
                     {"study": "hmb-study", "purpose": "DUO:0000006", "samples": samples})
     assert response.status_code == 400 and "samples" in response.json()["fields"]
+
+
+def test_bulk_check_names_each_participants_own_credential(make_participant, purposes, custodian, api,
+                                                           approved_study):
+    # Same consents, same answer, but the evidence must be each participant's own.
+    people = [make_participant(f"twin{n}") for n in range(3)]
+    credentials = []
+    for n, person in enumerate(people):
+        credentials.append(services.consent_grant(participant=person, purpose=purposes["general-research"]).credential_id)
+        services.sample_register(custodian=custodian, identifier=f"T{n}", participant=person, kind="blood")
+    body = _bulk(api, ["T0", "T1", "T2"]).json()
+    assert [r["evidence"]["credential"] for r in body["results"]] == credentials
