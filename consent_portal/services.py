@@ -410,7 +410,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
         {
             "sample": identifier,
             "decision": decision,
-            "reasons": [r.as_dict() for r in reasons],
+            "reasons": reasons,
             "evidence": evidence.get(named.consent_id) if named else None,
         }
         for identifier, decision, reasons, named in answers
