@@ -82,7 +82,15 @@ class Participant(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="participant"
     )
+    # The DID new credentials name: the custodial key, or the newest key the participant
+    # registered from a browser. Every key, live or retired, is in identity.DidKey (holder =
+    # pseudonym).
     did = models.CharField(max_length=200, unique=True)
+    PORTAL_CUSTODY = "portal"
+    SELF_CUSTODY = "participant"
+    CUSTODY = [(PORTAL_CUSTODY, "the portal holds the key"), (SELF_CUSTODY, "the participant holds the key")]
+    # With a self-held key, the portal refuses any decision the participant did not sign.
+    key_custody = models.CharField(max_length=12, choices=CUSTODY, default=PORTAL_CUSTODY)
     enrolment_credential_id = models.CharField(max_length=100)
     enrolled_at = models.DateTimeField(auto_now_add=True)
 
@@ -127,9 +135,15 @@ class ConsentEvent(models.Model):
     consent = models.ForeignKey(Consent, on_delete=models.CASCADE, related_name="events")
     action = models.CharField(max_length=10, choices=ACTIONS)
     state_after = models.CharField(max_length=10, choices=Consent.STATES)
-    # Who applied the change: the participant through the portal. The portal holds the
-    # participant's key in this version, and says so.
-    signed_by = models.CharField(max_length=20, default="portal-custodial-key")
+    # Who signed the decision: "participant-key" (their browser), "portal-custodial-key"
+    # (the portal, on their behalf, and it says so), or the system ("scheduled-resume",
+    # "withdrawal") for changes that are not a decision of that moment.
+    PARTICIPANT_KEY = "participant-key"
+    CUSTODIAL_KEY = "portal-custodial-key"
+    signed_by = models.CharField(max_length=20, default=CUSTODIAL_KEY)
+    # The signed decision, a JWT VP (identity.services.presentation_redeem checked it); its
+    # SHA-256 is in the ledger entry's payload.
+    decision_jwt = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()
     ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
 

@@ -16,7 +16,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
 from consent_portal import selectors, services
-from consent_portal.models import Consent, ConsentRequest, Participant, Purpose, Withdrawal
+from consent_portal.models import Consent, ConsentEvent, ConsentRequest, Participant, Purpose, Withdrawal
 from identity import selectors as identity_selectors
 
 
@@ -79,7 +79,10 @@ def overview(request, participant):
 @participant_required
 def consents(request, participant):
     rows = selectors.purposes_with_consents(participant=participant)
-    return render(request, "portal/consents.html", {"participant": participant, "rows": rows})
+    return render(
+        request, "portal/consents.html",
+        {"participant": participant, "rows": rows, "signing_dids": _signing_dids(participant)},
+    )
 
 
 @participant_required
@@ -87,7 +90,9 @@ def consents(request, participant):
 def consent_grant(request, participant, slug):
     purpose = get_object_or_404(Purpose, slug=slug)
     try:
-        services.consent_grant(participant=participant, purpose=purpose)
+        services.consent_grant(
+            participant=participant, purpose=purpose, signed_decision=request.POST.get("signed_decision") or None
+        )
         messages.success(request, f"You granted consent for “{purpose.title}”.")
     except services.ConsentStateError as exc:
         messages.error(request, str(exc))
@@ -106,7 +111,8 @@ def consent_change(request, participant, consent_id, action):
         until = datetime.combine(day, time.min, tzinfo=UTC)
     try:
         consent = services.consent_change(
-            participant=participant, consent_id=consent_id, action=action, suspend_until=until
+            participant=participant, consent_id=consent_id, action=action, suspend_until=until,
+            signed_decision=request.POST.get("signed_decision") or None,
         )
     except Consent.DoesNotExist:
         raise Http404("No such consent.")
@@ -214,4 +220,103 @@ def consent_fhir(request, participant, consent_id):
     response = JsonResponse(selectors.consent_fhir(consent=consent, credential=document),
                             json_dumps_params={"indent": 2}, content_type="application/fhir+json")
     response["Content-Disposition"] = f'attachment; filename="consent-{consent_id}.fhir.json"'
+    return response
+
+
+# Keys held by the participant, signed decisions, the wallet ------------------------------------
+
+
+def _signing_dids(participant) -> list[str]:
+    """The DIDs whose keys may sign this participant's decisions (none while custodial)."""
+    if participant.key_custody != Participant.SELF_CUSTODY:
+        return []
+    return [
+        key.did for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))
+        if key.custody == Participant.SELF_CUSTODY
+    ]
+
+
+@participant_required
+def keys(request, participant):
+    return render(
+        request, "portal/keys.html",
+        {
+            "participant": participant,
+            "keys": identity_selectors.holder_keys(holder=str(participant.pseudonym), live_only=False),
+            "signing_dids": _signing_dids(participant),
+            "did_qr": identity_selectors.did_qr_svg(did=participant.did),
+        },
+    )
+
+
+@participant_required
+@require_POST
+def key_challenge(request, participant):
+    nonce = services.participant_key_challenge(participant=participant, domain=request.get_host())
+    return JsonResponse({"nonce": nonce, "domain": request.get_host()})
+
+
+@participant_required
+@require_POST
+def key_register(request, participant):
+    try:
+        services.participant_key_register(
+            participant=participant, presentation=request.POST.get("presentation", ""),
+            password=request.POST.get("password", ""), label=request.POST.get("label", ""),
+        )
+    except services.KeyChangeError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "This browser now holds a key of yours. Your decisions are signed with it.")
+    return redirect("portal-keys")
+
+
+@participant_required
+@require_POST
+def key_retire(request, participant):
+    try:
+        services.participant_key_retire(
+            participant=participant, did=request.POST.get("did", ""), password=request.POST.get("password", "")
+        )
+    except services.KeyChangeError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "The key is retired: it can no longer sign for you.")
+    return redirect("portal-keys")
+
+
+@participant_required
+@require_POST
+def decision_challenge(request, participant):
+    """The exact decision the browser is to sign, and a one-time nonce (JSON)."""
+    action = request.POST.get("action", "")
+    if action not in dict(ConsentEvent.ACTIONS):
+        return JsonResponse({"error": "Unknown action."}, status=400)
+    try:
+        if action == ConsentEvent.GRANT:
+            purpose = Purpose.objects.filter(slug=request.POST.get("purpose", "")).first()
+            if purpose is None:
+                return JsonResponse({"error": "Unknown purpose."}, status=400)
+            challenge = services.decision_challenge_create(
+                participant=participant, action=action, purpose=purpose, domain=request.get_host()
+            )
+        else:
+            consent_id = request.POST.get("consent", "")
+            if not consent_id.isdigit():
+                return JsonResponse({"error": "Name the consent."}, status=400)
+            challenge = services.decision_challenge_create(
+                participant=participant, action=action, consent_id=int(consent_id), domain=request.get_host()
+            )
+    except Consent.DoesNotExist:
+        return JsonResponse({"error": "No such consent."}, status=404)
+    return JsonResponse(challenge)
+
+
+@participant_required
+def did_document(request, participant):
+    response = JsonResponse(
+        identity_selectors.did_document(did=participant.did), json_dumps_params={"indent": 2},
+        content_type="application/did+json",
+    )
+    response["Content-Disposition"] = 'attachment; filename="my-did.json"'
     return response

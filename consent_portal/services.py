@@ -7,9 +7,12 @@ written in one transaction; the ledger's sealing task leaves only on commit.
 import hashlib
 import json
 import secrets
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.mail import send_mass_mail
@@ -49,14 +52,19 @@ class ConsentStateError(ValueError):
 
 
 def participant_enrol(*, user) -> Participant:
-    """Give a user a did:key and an enrolment credential naming it."""
+    """Give a user a did:key and an enrolment credential naming it.
+
+    The portal holds the key (custodial) until the participant registers a key of their own
+    from a browser (participant_key_register).
+    """
+    pseudonym = uuid.uuid4()
     with transaction.atomic():
-        did_key = identity_services.did_create()
+        did_key = identity_services.did_create(holder=str(pseudonym))
         credential = identity_services.credential_issue(
             subject_did=did_key.did, credential_type="EnrolmentCredential", claims={}
         )
         participant = Participant.objects.create(
-            user=user, did=did_key.did, enrolment_credential_id=credential.id
+            pseudonym=pseudonym, user=user, did=did_key.did, enrolment_credential_id=credential.id
         )
         ledger_services.entry_append(
             kind="participant.enrolled",
@@ -78,35 +86,219 @@ def participant_sign_up(*, username: str, password: str, email: str = "") -> Par
         return participant_enrol(user=user)
 
 
-# Consents --------------------------------------------------------------------------------
+# Participant keys: custodial, self-held, devices ------------------------------------------
 
 
-def _consent_event_record(*, consent: Consent, action: str, now, signed_by: str | None = None) -> ConsentEvent:
-    entry = ledger_services.entry_append(
-        kind=f"consent.{action}",
+class KeyChangeError(ValueError):
+    """A key registration or retirement was refused; the message says why."""
+
+
+def _key_event(*, kind: str, participant: Participant, did: str, custody: str, now) -> None:
+    ledger_services.entry_append(
+        kind=kind,
         payload={
-            "type": "consent.event",
-            "participant": str(consent.participant.pseudonym),
-            "purpose": consent.purpose.slug,
-            "permission": consent.purpose.permission_id,
-            "action": action,
-            "state": consent.state,
-            "credential": consent.credential_id,
+            "type": kind,
+            "participant": str(participant.pseudonym),
+            "did": did,
+            "custody": custody,
             "at": now.isoformat(),
         },
     )
+
+
+def participant_key_challenge(*, participant: Participant, domain: str) -> str:
+    """A one-time nonce the browser signs (DID Auth) to register the key it holds."""
+    return identity_services.challenge_create(
+        purpose="did-auth", bound_to=str(participant.pseudonym), domain=domain
+    ).nonce
+
+
+def participant_key_register(
+    *, participant: Participant, presentation: str, password: str, label: str = ""
+) -> Participant:
+    """Registers a key the participant's browser holds, after DID Auth and their password.
+
+    The first self-held key ends custody: the portal's key for this participant is retired
+    and its private part erased, so the portal can no longer sign for them. A later key is
+    another device (for instance after losing one). Each change is a ledger entry, written
+    in the same transaction.
+    """
+    if participant.user is None or not participant.user.check_password(password or ""):
+        raise KeyChangeError("Enter your password again to change your keys.")
+    now = timezone.now()
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        try:
+            redeemed = identity_services.presentation_redeem(
+                token=presentation, purpose="did-auth", bound_to=str(participant.pseudonym)
+            )
+            if not redeemed["did"].startswith("did:key:zDn"):
+                raise KeyChangeError("A browser key must be a P-256 did:key (did:key:zDn...).")
+            did_key = identity_services.did_register(
+                did=redeemed["did"], holder=str(participant.pseudonym), label=label
+            )
+        except identity_services.PresentationError as exc:
+            raise KeyChangeError(f"The key could not be verified ({exc.check}): {exc}") from None
+        except identity_services.CredentialError as exc:
+            raise KeyChangeError(f"The key could not be registered: {exc}") from None
+        _key_event(kind="participant.key_added", participant=participant, did=did_key.did,
+                   custody=Participant.SELF_CUSTODY, now=now)
+        if participant.key_custody == Participant.PORTAL_CUSTODY:
+            for key in identity_selectors.holder_keys(holder=str(participant.pseudonym)):
+                if key.custody == Participant.PORTAL_CUSTODY:
+                    identity_services.did_retire(did=key.did, holder=str(participant.pseudonym))
+                    _key_event(kind="participant.key_retired", participant=participant, did=key.did,
+                               custody=Participant.PORTAL_CUSTODY, now=now)
+            participant.key_custody = Participant.SELF_CUSTODY
+        participant.did = did_key.did
+        participant.save(update_fields=["did", "key_custody"])
+    return participant
+
+
+def participant_key_retire(*, participant: Participant, did: str, password: str) -> Participant:
+    """Retires one of the participant's browser keys (a lost or replaced device)."""
+    if participant.user is None or not participant.user.check_password(password or ""):
+        raise KeyChangeError("Enter your password again to change your keys.")
+    now = timezone.now()
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        live = {key.did: key for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))}
+        if did not in live:
+            raise KeyChangeError("No such key, or it is already retired.")
+        identity_services.did_retire(did=did, holder=str(participant.pseudonym))
+        _key_event(kind="participant.key_retired", participant=participant, did=did,
+                   custody=live[did].custody, now=now)
+        if participant.did == did:
+            # New credentials name the newest live key, if one is left.
+            rest = identity_selectors.holder_keys(holder=str(participant.pseudonym)).first()
+            if rest is not None:
+                participant.did = rest.did
+                participant.save(update_fields=["did"])
+    return participant
+
+
+# Signed consent decisions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionSignature:
+    """Who signed a consent decision, and the signed decision (a JWT VP)."""
+
+    signed_by: str
+    token: str
+
+
+def _decision(*, participant: Participant, action: str, purpose: Purpose, consent_id: int | None) -> dict:
+    return {
+        "type": "ConsentDecision",
+        "participant": participant.did,
+        "action": action,
+        "purpose": purpose.slug,
+        "permission": purpose.permission_id,
+        "consent": consent_id,
+    }
+
+
+def decision_challenge_create(
+    *, participant: Participant, action: str, domain: str, purpose: Purpose | None = None,
+    consent_id: int | None = None,
+) -> dict:
+    """The exact decision the participant's browser is to sign, with a one-time nonce:
+    {"nonce", "domain", "decision"}. The browser signs "decision" as it is, in a JWT VP
+    with that nonce, and the domain as aud."""
+    if action != "grant":
+        consent = Consent.objects.select_related("purpose").filter(participant=participant, pk=consent_id).first()
+        if consent is None:
+            raise Consent.DoesNotExist("No such consent for this participant.")
+        purpose = consent.purpose
+    elif purpose is None or consent_id is not None:
+        raise ValueError("A grant names a purpose and no consent.")
+    challenge = identity_services.challenge_create(
+        purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
+        expected=_decision(participant=participant, action=action, purpose=purpose, consent_id=consent_id),
+    )
+    return {"nonce": challenge.nonce, "domain": domain, "decision": challenge.expected["decision"]}
+
+
+def _decision_signature(
+    *, participant: Participant, action: str, purpose: Purpose, consent_id: int | None,
+    signed_decision: str | None, now,
+) -> DecisionSignature:
+    """A self-held key must have signed this exact decision in the participant's browser;
+    otherwise the portal signs it with the custodial key, and the event says so."""
+    expected = _decision(participant=participant, action=action, purpose=purpose, consent_id=consent_id)
+    if participant.key_custody == Participant.SELF_CUSTODY:
+        if not signed_decision:
+            raise ConsentStateError("You hold your own key: sign this decision in your browser.")
+        signers = {
+            key.did
+            for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))
+            if key.custody == Participant.SELF_CUSTODY
+        }
+        try:
+            redeemed = identity_services.presentation_redeem(
+                token=signed_decision, purpose="decision", bound_to=str(participant.pseudonym), signers=signers
+            )
+        except identity_services.PresentationError as exc:
+            raise ConsentStateError(f"Your signed decision was refused ({exc.check}): {exc}") from None
+        # The challenge fixed the whole decision; it must also be the change being applied.
+        if {key: redeemed["decision"].get(key) for key in expected} != expected:
+            raise ConsentStateError("Your signed decision was refused (payload): it is for another change.")
+        return DecisionSignature(signed_by=ConsentEvent.PARTICIPANT_KEY, token=signed_decision)
+    if signed_decision:
+        raise ConsentStateError("Register your key on the My keys page before signing decisions.")
+    decision = {
+        **expected,
+        "nonce": secrets.token_urlsafe(18),
+        "issued_at": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "domain": urlsplit(settings.SITE_URL).netloc,
+    }
+    token = identity_services.decision_sign_custodial(did=participant.did, decision=decision)
+    return DecisionSignature(signed_by=ConsentEvent.CUSTODIAL_KEY, token=token)
+
+
+# Consents --------------------------------------------------------------------------------
+
+
+# Changes the portal makes by itself, not on a decision the participant signed.
+SCHEDULED_RESUME = DecisionSignature(signed_by="scheduled-resume", token="")
+WITHDRAWAL = DecisionSignature(signed_by="withdrawal", token="")
+
+
+def _consent_event_record(*, consent: Consent, action: str, now, signature: DecisionSignature) -> ConsentEvent:
+    token, signed_by = signature.token, signature.signed_by
+    payload = {
+        "type": "consent.event",
+        "participant": str(consent.participant.pseudonym),
+        "purpose": consent.purpose.slug,
+        "permission": consent.purpose.permission_id,
+        "action": action,
+        "state": consent.state,
+        "credential": consent.credential_id,
+        "at": now.isoformat(),
+        "signed_by": signed_by,
+    }
+    if token:
+        # The ledger holds the hash; the signed decision itself stays with the event.
+        payload["decision_sha256"] = hashlib.sha256(token.encode()).hexdigest()
+    entry = ledger_services.entry_append(kind=f"consent.{action}", payload=payload)
     return ConsentEvent.objects.create(
         consent=consent, action=action, state_after=consent.state, created_at=now, ledger_entry=entry,
-        **({"signed_by": signed_by} if signed_by else {}),
+        signed_by=signed_by, decision_jwt=token,
     )
 
 
-def consent_grant(*, participant: Participant, purpose: Purpose) -> Consent:
-    """Grant consent for a purpose: a new consent credential, recorded on the ledger."""
+def consent_grant(*, participant: Participant, purpose: Purpose, signed_decision: str | None = None) -> Consent:
+    """Grant consent for a purpose: a new consent credential, recorded on the ledger.
+
+    With a self-held key, `signed_decision` is the participant's JWT VP over the decision
+    (decision_challenge_create); without one, the portal signs with the custodial key.
+    """
     now = timezone.now()
     with transaction.atomic():
-        # Lock the participant so two grants for the same purpose cannot race.
-        Participant.objects.select_for_update().get(pk=participant.pk)
+        # Lock the participant so two grants for the same purpose cannot race (and read its
+        # custody and DID as they are now).
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
         if Consent.objects.filter(participant=participant, purpose=purpose).exclude(
             state=Consent.REVOKED
         ).exists():
@@ -124,7 +316,11 @@ def consent_grant(*, participant: Participant, purpose: Purpose) -> Consent:
             granted_at=now,
             updated_at=now,
         )
-        _consent_event_record(consent=consent, action=ConsentEvent.GRANT, now=now)
+        signature = _decision_signature(
+            participant=participant, action=ConsentEvent.GRANT, purpose=purpose, consent_id=None,
+            signed_decision=signed_decision, now=now,
+        )
+        _consent_event_record(consent=consent, action=ConsentEvent.GRANT, now=now, signature=signature)
     return consent
 
 
@@ -141,11 +337,13 @@ _TRANSITIONS = {
 
 
 def consent_change(
-    *, participant: Participant, consent_id: int, action: str, suspend_until: datetime | None = None
+    *, participant: Participant, consent_id: int, action: str, suspend_until: datetime | None = None,
+    signed_decision: str | None = None,
 ) -> Consent:
     """Suspend, resume or revoke one of this participant's consents.
 
-    A suspension may carry an end (`suspend_until`); the beat sweep resumes it then.
+    A suspension may carry an end (`suspend_until`); the beat sweep resumes it then. The
+    decision is signed as in consent_grant.
     """
     if action not in _TRANSITIONS:
         raise ConsentStateError(f"Unknown action '{action}'.")
@@ -165,11 +363,19 @@ def consent_change(
             raise Consent.DoesNotExist("No such consent for this participant.")
         if consent.state not in allowed_from:
             raise ConsentStateError(f"A {consent.state} consent cannot be {action}d.")
-        _consent_transition(consent=consent, action=action, now=now, suspend_until=suspend_until)
+        signature = _decision_signature(
+            participant=consent.participant, action=action, purpose=consent.purpose, consent_id=consent.pk,
+            signed_decision=signed_decision, now=now,
+        )
+        _consent_transition(
+            consent=consent, action=action, now=now, suspend_until=suspend_until, signature=signature
+        )
     return consent
 
 
-def _consent_transition(*, consent: Consent, action: str, now, suspend_until=None, signed_by=None) -> None:
+def _consent_transition(
+    *, consent: Consent, action: str, now, signature: DecisionSignature, suspend_until=None
+) -> None:
     """The one place a live consent changes state: its row, its credential's status bit,
     its event and ledger entry. Callers hold the consent's row lock and checked the state."""
     _, new_state, set_status = _TRANSITIONS[action]
@@ -178,7 +384,7 @@ def _consent_transition(*, consent: Consent, action: str, now, suspend_until=Non
     consent.suspended_until = suspend_until
     consent.save(update_fields=["state", "updated_at", "suspended_until"])
     set_status(credential_id=consent.credential_id)
-    _consent_event_record(consent=consent, action=action, now=now, signed_by=signed_by)
+    _consent_event_record(consent=consent, action=action, now=now, signature=signature)
 
 
 # Studies ---------------------------------------------------------------------------------
@@ -560,7 +766,7 @@ def consents_resume_due(*, now=None) -> int:
             consent = Consent.objects.select_for_update().select_related("purpose", "participant").get(pk=consent_id)
             if consent.state != Consent.SUSPENDED or not consent.suspended_until or consent.suspended_until > now:
                 continue  # changed since we looked
-            _consent_transition(consent=consent, action=ConsentEvent.RESUME, now=now, signed_by="scheduled-resume")
+            _consent_transition(consent=consent, action=ConsentEvent.RESUME, now=now, signature=SCHEDULED_RESUME)
         resumed += 1
     return resumed
 
@@ -590,7 +796,7 @@ def participant_withdraw(*, participant: Participant, level: str) -> Withdrawal:
                 participant=participant
             ).exclude(state=Consent.REVOKED)
             for consent in live:
-                _consent_transition(consent=consent, action=ConsentEvent.REVOKE, now=now, signed_by="withdrawal")
+                _consent_transition(consent=consent, action=ConsentEvent.REVOKE, now=now, signature=WITHDRAWAL)
         ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN).update(
             status=ConsentRequest.DECLINED, answered_at=now
         )

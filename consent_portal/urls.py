@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from consent_portal import ethics_views, portal_views
 from consent_portal.api import views as api_views
+from identity import api as identity_api
 
 urlpatterns = [
     path("", portal_views.home, name="home"),
@@ -26,6 +27,12 @@ urlpatterns = [
         portal_views.credential_download,
         name="portal-credential-download",
     ),
+    path("portal/keys/", portal_views.keys, name="portal-keys"),
+    path("portal/keys/challenge", portal_views.key_challenge, name="portal-key-challenge"),
+    path("portal/keys/register", portal_views.key_register, name="portal-key-register"),
+    path("portal/keys/retire", portal_views.key_retire, name="portal-key-retire"),
+    path("portal/keys/did.json", portal_views.did_document, name="portal-did-document"),
+    path("portal/decisions/challenge", portal_views.decision_challenge, name="portal-decision-challenge"),
     path("portal/requests/", portal_views.requests_list, name="portal-requests"),
     path("portal/requests/<int:request_id>/answer/", portal_views.request_answer, name="portal-request-answer"),
     path("portal/withdraw/", portal_views.withdraw, name="portal-withdraw"),
@@ -40,6 +47,7 @@ urlpatterns = [
         name="api-consent-check-detail",
     ),
     path("api/v1/consent-checks/bulk", api_views.BulkConsentCheckView.as_view(), name="api-consent-check-bulk"),
+    path("api/v1/credentials/verify", identity_api.CredentialVerifyView.as_view(), name="api-credentials-verify"),
     path("api/v1/me", api_views.MeView.as_view(), name="api-me"),
     path("api/v1/samples", api_views.SampleView.as_view(), name="api-samples"),
     path("api/v1/studies", api_views.StudyView.as_view(), name="api-studies"),

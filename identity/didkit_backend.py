@@ -11,6 +11,7 @@ network.
 """
 
 import asyncio
+import base64
 import concurrent.futures
 import json
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ import didkit
 
 OFFLINE_DID_METHODS = ("did:key:", "did:jwk:")
 _PROOF_OPTIONS = json.dumps({"proofPurpose": "assertionMethod"})
+_JWT_PROOF_OPTIONS = json.dumps({"proofFormat": "jwt", "proofPurpose": "assertionMethod"})
 # didkit raises DIDKitException, and ValueError for input it cannot parse.
 _DIDKIT_ERRORS = (didkit.DIDKitException, ValueError)
 
@@ -112,3 +114,68 @@ def resolve_did(did: str) -> dict:
     """The DID document of a did:key or did:jwk, computed locally."""
     _check_offline_did(did)
     return json.loads(_run(lambda: didkit.resolve_did(did, "{}")))
+
+
+def _jwt_part(token: str, index: int) -> dict:
+    """One decoded (unverified) part of a compact JWS; only to find the DIDs it names."""
+    try:
+        part = token.split(".")[index]
+        value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise CredentialError(f"not a compact JWT: {exc}") from None
+    if not isinstance(value, dict):
+        raise CredentialError("not a compact JWT: a part is not a JSON object")
+    return value
+
+
+def _check_jwt(token: Any) -> None:
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise CredentialError("a JWT must be a string of three base64url parts")
+    _check_offline_did(_jwt_part(token, 0).get("kid"))
+    _check_offline_did(_jwt_part(token, 1).get("iss"))
+
+
+def verify_credential_jwt(token: str) -> dict:
+    """didkit's result for a JWT credential (ES256 / EdDSA): the JWS and the JWT's dates."""
+    _check_jwt(token)
+    return json.loads(_run(lambda: didkit.verify_credential(token, _JWT_PROOF_OPTIONS)))
+
+
+def verify_presentation(presentation: dict | str, *, challenge: str, domain: str) -> dict:
+    """didkit's result for a presentation, as a JSON object (LD proof) or a JWT.
+
+    didkit checks the signature against the DID named by the proof (JWT: the header's kid),
+    and that the proof carries exactly this challenge (JWT: nonce) and domain (JWT: aud); a
+    JWT past its exp fails too. It does NOT check that the JWT's iss or the VP's holder is
+    the signer: callers do (selectors._presentation_signer).
+    """
+    options = {"proofPurpose": "authentication", "challenge": challenge, "domain": domain}
+    if isinstance(presentation, str):
+        _check_jwt(presentation)
+        body = presentation
+        options["proofFormat"] = "jwt"
+    elif isinstance(presentation, dict):
+        proofs = presentation.get("proof")
+        for proof in proofs if isinstance(proofs, list) else [proofs]:
+            if not isinstance(proof, dict):
+                raise CredentialError("the presentation has no proof")
+            _check_offline_did(proof.get("verificationMethod"))
+        body = json.dumps(presentation)
+    else:
+        raise CredentialError("a presentation is a JSON object or a JWT string")
+    return json.loads(_run(lambda: didkit.verify_presentation(body, json.dumps(options))))
+
+
+def issue_presentation(
+    presentation: dict, *, jwk: str, verification_method: str, challenge: str, domain: str
+) -> dict:
+    """Signs a presentation with an Ed25519Signature2018 authentication proof (DID Auth)."""
+    options = json.dumps(
+        {
+            "proofPurpose": "authentication",
+            "verificationMethod": verification_method,
+            "challenge": challenge,
+            "domain": domain,
+        }
+    )
+    return json.loads(_run(lambda: didkit.issue_presentation(json.dumps(presentation), options, jwk)))

@@ -3,20 +3,32 @@
 import hashlib
 import json
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 
+import segno
 from cachetools import LRUCache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from identity import didkit_backend, jsonld, statuslist, vocabulary
+from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from identity.didkit_backend import CredentialError
-from identity.models import IssuedCredential, IssuerKey, StatusList
+from identity.models import DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
 
 
 def trusted_issuer_dids() -> set[str]:
-    """Every issuer key the portal has had, active or rotated out."""
-    return set(IssuerKey.objects.values_list("did", flat=True))
+    """The trust configuration: every issuer key of ours still trusted, active or rotated
+    out (services.issuer_rotate, services.issuer_trust_set)."""
+    return set(IssuerKey.objects.filter(trusted=True).values_list("did", flat=True))
+
+
+def issuer_keys() -> QuerySet[IssuerKey]:
+    return IssuerKey.objects.order_by("created_at", "id")
+
+
+def holder_keys(*, holder: str, live_only: bool = True) -> QuerySet[DidKey]:
+    """The keys registered for a holder (newest first); live ones only unless asked."""
+    keys = DidKey.objects.filter(holder=holder).order_by("-created_at", "-id")
+    return keys.filter(retired_at__isnull=True) if live_only else keys
 
 
 def _list_bits(purpose: str) -> bytes:
@@ -180,6 +192,50 @@ def _credential_status(document: dict, trusted: set[str]) -> tuple[str, str | No
     return "active", None
 
 
+def _not_expired(document: dict) -> str:
+    if "expirationDate" not in document:
+        return "ok"
+    expires = _parse_datetime(document["expirationDate"])
+    if expires is None:
+        return _failed(f"expirationDate {document['expirationDate']!r} is not a date-time")
+    if expires <= timezone.now():
+        return _failed(f"expired at {document['expirationDate']}")
+    return "ok"
+
+
+def _verdict(checks: dict, status_error: str | None, **extra) -> dict:
+    errors = [
+        f"{name}: {value[len('failed: ') :]}"
+        for name, value in checks.items()
+        if isinstance(value, str) and value.startswith("failed: ")
+    ]
+    if status_error:
+        errors.append(f"status: {status_error}")
+    elif checks.get("status", "active") != "active":
+        errors.append(f"status: the credential is {checks['status']}")
+    return {"verified": not errors, "checks": checks, "errors": errors, **extra}
+
+
+def _credential_checks(document: dict, signature: str, trusted: set[str]) -> dict:
+    issuer = _issuer_did(document)
+    checks = {
+        "signature": signature,
+        "issuer_trusted": "ok"
+        if issuer in trusted
+        else _failed(f"issuer {issuer!r} is not a trusted issuer"),
+        "not_expired": _not_expired(document),
+    }
+    status, status_error = _credential_status(document, trusted)
+    checks["status"] = status
+    return _verdict(checks, status_error)
+
+
+def _not_an_object(what: str) -> dict:
+    reason = _failed(f"a {what} must be a JSON object")
+    checks = {"signature": reason, "issuer_trusted": reason, "not_expired": reason}
+    return _verdict({**checks, "status": "unknown"}, None)
+
+
 def credential_verify(*, document: dict) -> dict:
     """Verifies a credential offline against this portal's keys and status lists.
 
@@ -189,51 +245,168 @@ def credential_verify(*, document: dict) -> dict:
     missing (a status list, a date, a proof) fails closed.
     """
     if not isinstance(document, dict):
-        reason = _failed("a credential must be a JSON object")
-        checks = {
-            "signature": reason,
-            "issuer_trusted": reason,
-            "not_expired": reason,
-            "status": "unknown",
-        }
-        return {
-            "verified": False,
-            "checks": checks,
-            "errors": ["a credential must be a JSON object"],
-        }
+        return _not_an_object("credential")
+    return _credential_checks(document, _signature(document), trusted_issuer_dids())
 
-    trusted = trusted_issuer_dids()
-    checks = {"signature": _signature(document)}
 
-    issuer = _issuer_did(document)
-    checks["issuer_trusted"] = (
-        "ok" if issuer in trusted else _failed(f"issuer {issuer!r} is not a trusted issuer")
-    )
+def _jwt_credential_verify(token: str, trusted: set[str]) -> dict:
+    """A JWT VC (VC Data Model 1.1, section 6.3.1): didkit checks the JWS and the JWT dates;
+    the claims are mapped back onto the credential for the issuer, expiry and status checks."""
+    try:
+        claims = jwt.claims(token)
+        result = didkit_backend.verify_credential_jwt(token)
+        signature = (
+            _failed("; ".join(result["errors"]))
+            if result.get("errors")
+            else ("ok" if result.get("checks") else _failed("no proof was checked"))
+        )
+    except (CredentialError, jwt.JwtFormatError) as exc:
+        claims, signature = {}, _failed(str(exc))
+    document = dict(claims.get("vc")) if isinstance(claims.get("vc"), dict) else {}
+    if "iss" in claims:
+        document["issuer"] = claims["iss"]
+    if isinstance(claims.get("exp"), int):
+        document["expirationDate"] = datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if signature == "ok" and document:
+        try:
+            jsonld.expand({key: value for key, value in document.items() if key != "proof"})
+        except jsonld.JsonLdError as exc:
+            signature = _failed(str(exc))
+    return _credential_checks(document, signature, trusted)
 
-    if "expirationDate" not in document:
-        checks["not_expired"] = "ok"
+
+def _presentation_holder(presentation: dict | str) -> tuple[str | None, str | None]:
+    """(holder, signer DID) of a presentation, as it claims them."""
+    if isinstance(presentation, str):
+        try:
+            header, claims = jwt.header(presentation), jwt.claims(presentation)
+        except jwt.JwtFormatError:
+            return None, None
+        vp = claims.get("vp") if isinstance(claims.get("vp"), dict) else {}
+        kid = header.get("kid")
+        signer = kid.split("#", 1)[0] if isinstance(kid, str) else None
+        holder = vp.get("holder")
+        if claims.get("iss") != holder:
+            return None, signer
+        return holder if isinstance(holder, str) else None, signer
+    proof = presentation.get("proof")
+    method = proof.get("verificationMethod") if isinstance(proof, dict) else None
+    holder = presentation.get("holder")
+    signer = method.split("#", 1)[0] if isinstance(method, str) else None
+    return holder if isinstance(holder, str) else None, signer
+
+
+def _presentation_credentials(presentation: dict | str) -> list:
+    if isinstance(presentation, str):
+        try:
+            vp = jwt.claims(presentation).get("vp")
+        except jwt.JwtFormatError:
+            return []
     else:
-        expires = _parse_datetime(document["expirationDate"])
-        if expires is None:
-            checks["not_expired"] = _failed(
-                f"expirationDate {document['expirationDate']!r} is not a date-time"
-            )
-        elif expires <= timezone.now():
-            checks["not_expired"] = _failed(f"expired at {document['expirationDate']}")
+        vp = presentation
+    credentials = vp.get("verifiableCredential", []) if isinstance(vp, dict) else []
+    return credentials if isinstance(credentials, list) else [credentials]
+
+
+def presentation_verify(*, presentation: dict | str, challenge: str | None, domain: str | None) -> dict:
+    """A VP (LD proof or JWT): the proof, the challenge (unused before) and domain, that the
+    holder signed it, and every credential in it (credential_verify's checks)."""
+    trusted = trusted_issuer_dids()
+    checks = {}
+    if not challenge or not domain:
+        missing = _failed("the verifier must name the challenge and domain it expects")
+        checks = {"signature": missing, "challenge": missing, "domain": missing}
+    else:
+        if SeenChallenge.objects.filter(digest=SeenChallenge.digest_of(domain, challenge)).exists():
+            checks["challenge"] = _failed("this challenge was already answered (replay)")
+        if isinstance(presentation, dict):
+            try:
+                jsonld.expand(presentation)
+            except jsonld.JsonLdError as exc:
+                checks["signature"] = _failed(str(exc))
+        if "signature" not in checks:
+            try:
+                result = didkit_backend.verify_presentation(
+                    presentation, challenge=challenge, domain=domain
+                )
+            except CredentialError as exc:
+                result = {"errors": [str(exc)]}
+            if result.get("errors") or not result.get("checks"):
+                # didkit refuses a proof made for another challenge or domain the same way
+                # as a bad signature; tell them apart by what the presentation claims.
+                claimed_challenge, claimed_domain = _claimed_challenge_domain(presentation)
+                if claimed_challenge != challenge:
+                    checks.setdefault("challenge", _failed(f"the presentation answers {claimed_challenge!r}"))
+                if claimed_domain != domain:
+                    checks["domain"] = _failed(f"the presentation is for {claimed_domain!r}")
+                checks["signature"] = _failed("; ".join(result.get("errors") or ["no proof was checked"]))
+            else:
+                checks["signature"] = "ok"
+        checks.setdefault("challenge", "ok")
+        checks.setdefault("domain", "ok")
+    holder, signer = _presentation_holder(presentation)
+    checks["holder"] = (
+        "ok" if holder and holder == signer else _failed("the presentation was not signed by its holder")
+    )
+    credentials = []
+    for credential in _presentation_credentials(presentation):
+        if isinstance(credential, str):
+            credentials.append(_jwt_credential_verify(credential, trusted))
+        elif isinstance(credential, dict):
+            credentials.append(_credential_checks(credential, _signature(credential), trusted))
         else:
-            checks["not_expired"] = "ok"
+            credentials.append(_not_an_object("credential"))
+    verdict = _verdict(checks, None, credentials=credentials)
+    for number, result in enumerate(credentials):
+        verdict["errors"] += [f"credentials[{number}].{error}" for error in result["errors"]]
+    verdict["verified"] = not verdict["errors"]
+    return verdict
 
-    status, status_error = _credential_status(document, trusted)
-    checks["status"] = status
 
-    errors = [
-        f"{name}: {value[len('failed: ') :]}"
-        for name, value in checks.items()
-        if value.startswith("failed: ")
-    ]
-    if status_error:
-        errors.append(f"status: {status_error}")
-    elif status != "active":
-        errors.append(f"status: the credential is {status}")
-    verified = not errors
-    return {"verified": verified, "checks": checks, "errors": errors}
+def _claimed_challenge_domain(presentation: dict | str) -> tuple:
+    if isinstance(presentation, str):
+        try:
+            claims = jwt.claims(presentation)
+        except jwt.JwtFormatError:
+            return None, None
+        return claims.get("nonce"), claims.get("aud")
+    proof = presentation.get("proof")
+    proof = proof if isinstance(proof, dict) else {}
+    return proof.get("challenge"), proof.get("domain")
+
+
+def _looks_like_presentation(submitted) -> bool:
+    if isinstance(submitted, dict):
+        types = submitted.get("type")
+        return "VerifiablePresentation" in (types if isinstance(types, list) else [types])
+    try:
+        return "vp" in jwt.claims(submitted)
+    except jwt.JwtFormatError:
+        return False
+
+
+def verifiable_verify(
+    *, submitted: dict | str, challenge: str | None = None, domain: str | None = None
+) -> dict:
+    """The one verification service: a VC or a VP, as JSON (LD proof) or a JWT string.
+
+    Returns {"kind": "credential" | "presentation", "format": "ldp" | "jwt", "verified",
+    "checks", "errors"} (and "credentials" for a VP, one result per credential). Checks are
+    "ok" or "failed: <reason>"; status is active / revoked / suspended / unknown. Missing
+    or untrusted status lists fail closed. Reads only: the verification API records an
+    accepted challenge with services.presentation_challenge_record.
+    """
+    fmt = "jwt" if isinstance(submitted, str) else "ldp"
+    if _looks_like_presentation(submitted):
+        result = presentation_verify(presentation=submitted, challenge=challenge, domain=domain)
+        return {"kind": "presentation", "format": fmt, **result}
+    if isinstance(submitted, str):
+        result = _jwt_credential_verify(submitted, trusted_issuer_dids())
+    else:
+        result = credential_verify(document=submitted)
+    return {"kind": "credential", "format": fmt, **result}
+
+
+def did_qr_svg(*, did: str) -> str:
+    """An SVG QR code of the DID, made here (segno, pure Python), never fetched."""
+    return segno.make(did, error="m").svg_inline(scale=4, dark="#1b2a3a", light="#ffffff")

@@ -9,14 +9,15 @@ import json
 import re
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from identity import didkit_backend, jsonld, statuslist, vocabulary
+from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
+from identity.didkit_backend import CredentialError
 from identity.keys import decrypt_secret, encrypt_secret
-from identity.models import DidKey, IssuedCredential, IssuerKey, StatusList
+from identity.models import Challenge, DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
 
 DUO_ID = re.compile(r"^DUO:\d{7}$")
 MONDO_ID = re.compile(r"^MONDO:\d{7}$")
@@ -65,14 +66,250 @@ def issuer_get_or_create() -> IssuerKey:
         return IssuerKey.objects.get(active=True)
 
 
-def did_create() -> DidKey:
-    """A new Ed25519 did:key whose private key the portal holds, encrypted."""
+def did_create(*, holder: str = "") -> DidKey:
+    """A new Ed25519 did:key whose private key the portal holds, encrypted (custodial)."""
     jwk = didkit_backend.generate_ed25519_jwk()
     return DidKey.objects.create(
         did=didkit_backend.did_key_from_jwk(jwk),
         encrypted_jwk=encrypt_secret(jwk),
         custody=DidKey.Custody.PORTAL,
+        holder=holder,
+        label="held by the portal",
     )
+
+
+class IssuerRotationError(ValueError):
+    """The trust change asked for would leave no trusted key, or names no key we have."""
+
+
+@transaction.atomic
+def issuer_rotate(*, distrust_previous: bool = False) -> IssuerKey:
+    """A new active issuer key; the status lists are re-signed with it at once.
+
+    The previous key stays in the trust configuration, so every credential it signed keeps
+    verifying, unless distrust_previous (a compromised key): then what it signed fails
+    the issuer check and must be re-issued.
+    """
+    now = timezone.now()
+    previous = IssuerKey.objects.select_for_update().filter(active=True).first()
+    if previous is not None:
+        previous.active = False
+        previous.retired_at = now
+        previous.trusted = not distrust_previous
+        previous.save(update_fields=["active", "retired_at", "trusted"])
+    jwk = didkit_backend.generate_ed25519_jwk()
+    key = IssuerKey.objects.create(
+        did=didkit_backend.did_key_from_jwk(jwk),
+        verification_method=didkit_backend.verification_method(jwk),
+        encrypted_jwk=encrypt_secret(jwk),
+        active=True,
+    )
+    for status_list in StatusList.objects.select_for_update().exclude(credential=""):
+        _sign_status_list(status_list, key)
+    return key
+
+
+@transaction.atomic
+def issuer_trust_set(*, did: str, trusted: bool) -> IssuerKey:
+    """Adds an issuer key of ours to, or removes it from, the trust configuration."""
+    key = IssuerKey.objects.select_for_update().filter(did=did).first()
+    if key is None:
+        raise IssuerRotationError(f"no issuer key {did!r}")
+    if not trusted and key.active:
+        raise IssuerRotationError("the active issuer key cannot be distrusted; rotate first")
+    key.trusted = trusted
+    key.save(update_fields=["trusted"])
+    return key
+
+
+# Participant-held keys, DID Auth and signed decisions ---------------------------------------
+
+CHALLENGE_TTL = timedelta(minutes=10)
+# A presentation answering a challenge must have been made recently, and expire soon.
+PRESENTATION_MAX_LIFETIME = timedelta(minutes=15)
+
+
+class PresentationError(ValueError):
+    """A presentation was refused; `check` names the check that failed."""
+
+    def __init__(self, message: str, *, check: str):
+        super().__init__(message)
+        self.check = check
+
+
+def challenge_create(
+    *, purpose: str, bound_to: str, domain: str, expected: dict | None = None
+) -> Challenge:
+    """A one-time nonce. For a decision, `expected` is the decision the presentation must
+    carry; the nonce and the time are added to it here, so the signed payload is bound to
+    this challenge."""
+    if purpose not in Challenge.Purpose.values:
+        raise ValueError(f"unknown challenge purpose {purpose!r}")
+    if (purpose == Challenge.Purpose.DECISION) != isinstance(expected, dict):
+        raise ValueError("a decision challenge carries the expected decision, DID Auth none")
+    now = timezone.now()
+    nonce = secrets.token_urlsafe(24)
+    if expected is not None:
+        expected = {**expected, "nonce": nonce, "issued_at": _vc_datetime(now), "domain": domain}
+    return Challenge.objects.create(
+        nonce=nonce,
+        purpose=purpose,
+        bound_to=bound_to,
+        expected={"domain": domain, "decision": expected},
+        created_at=now,
+        expires_at=now + CHALLENGE_TTL,
+    )
+
+
+def _signer(token: str) -> str:
+    """The DID that signed a JWT VP: kid, iss and vp.holder must all name it."""
+    try:
+        header, claims = jwt.header(token), jwt.claims(token)
+    except jwt.JwtFormatError as exc:
+        raise PresentationError(str(exc), check="format") from None
+    kid = header.get("kid")
+    did = kid.split("#", 1)[0] if isinstance(kid, str) else None
+    vp = claims.get("vp") if isinstance(claims.get("vp"), dict) else {}
+    if not did or claims.get("iss") != did or vp.get("holder") != did:
+        raise PresentationError(
+            "the presentation's kid, iss and vp.holder must name the same DID", check="holder"
+        )
+    return did
+
+
+def _check_times(claims: dict, now: datetime) -> None:
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not isinstance(iat, int) or not isinstance(exp, int):
+        raise PresentationError("the presentation needs integer iat and exp", check="expiry")
+    issued, expires = datetime.fromtimestamp(iat, UTC), datetime.fromtimestamp(exp, UTC)
+    if expires <= now or issued > now + timedelta(minutes=2):
+        raise PresentationError("the presentation is expired or not yet valid", check="expiry")
+    if expires - issued > PRESENTATION_MAX_LIFETIME:
+        raise PresentationError("the presentation lives too long", check="expiry")
+
+
+@transaction.atomic
+def presentation_redeem(
+    *, token: str, purpose: str, bound_to: str, signers: set[str] | None = None
+) -> dict:
+    """Verifies a JWT VP answering one of our challenges, and uses the challenge up.
+
+    Checks, in order: the nonce is ours, for this purpose and this caller, unused and
+    unexpired; the aud is the domain the challenge was made for; didkit verifies the
+    signature against the DID in the kid (resolved offline), with nonce and aud; kid, iss and
+    vp.holder name that DID; it is one of `signers` (None for DID Auth, where the key is
+    new); for a decision, the "decision" claim equals the expected decision exactly.
+    Returns {"did", "decision", "token"}. Raises PresentationError naming the check.
+    """
+    if not isinstance(token, str) or len(token) > 16_384:
+        raise PresentationError("a presentation is a compact JWT string", check="format")
+    try:
+        claims = jwt.claims(token)
+    except jwt.JwtFormatError as exc:
+        raise PresentationError(str(exc), check="format") from None
+    nonce = claims.get("nonce")
+    challenge = (
+        Challenge.objects.select_for_update().filter(nonce=nonce).first()
+        if isinstance(nonce, str)
+        else None
+    )
+    now = timezone.now()
+    if challenge is None or challenge.purpose != purpose or challenge.bound_to != bound_to:
+        raise PresentationError("the nonce is not one we issued to you", check="challenge")
+    if challenge.used_at is not None:
+        raise PresentationError("the nonce was already used (replay)", check="challenge")
+    if challenge.expires_at <= now:
+        raise PresentationError("the nonce has expired; ask for a new one", check="challenge")
+    domain = challenge.expected["domain"]
+    if claims.get("aud") != domain:
+        raise PresentationError(f"the presentation is not for {domain}", check="domain")
+    _check_times(claims, now)
+    try:
+        result = didkit_backend.verify_presentation(token, challenge=nonce, domain=domain)
+    except CredentialError as exc:
+        raise PresentationError(str(exc), check="signature") from None
+    if result.get("errors") or "JWS" not in result.get("checks", []):
+        raise PresentationError(
+            "; ".join(result.get("errors") or ["no signature was checked"]), check="signature"
+        )
+    did = _signer(token)
+    if signers is not None and did not in signers:
+        raise PresentationError(f"{did} is not one of your registered keys", check="signer")
+    expected = challenge.expected["decision"]
+    if expected is not None and claims.get("decision") != expected:
+        raise PresentationError(
+            "the signed decision differs from the one the portal asked you to sign",
+            check="payload",
+        )
+    challenge.used_at = now
+    challenge.save(update_fields=["used_at"])
+    return {"did": did, "decision": expected, "token": token}
+
+
+def did_register(*, did: str, holder: str, label: str = "") -> DidKey:
+    """Records a participant-held did:key (the browser proved it holds the key)."""
+    document = didkit_backend.resolve_did(did)  # refuses anything not resolvable offline
+    if document.get("id") != did:
+        raise CredentialError(f"{did!r} does not resolve to itself")
+    existing = DidKey.objects.filter(did=did).first()
+    if existing is not None:
+        if existing.holder != holder or existing.retired_at is not None:
+            raise CredentialError("this key is already registered, or was retired")
+        return existing
+    return DidKey.objects.create(
+        did=did, custody=DidKey.Custody.PARTICIPANT, holder=holder, label=label[:80]
+    )
+
+
+def did_retire(*, did: str, holder: str) -> DidKey:
+    """Retires a key: it signs nothing more. A portal-held key's private part is erased, so
+    the portal cannot sign with it either."""
+    key = DidKey.objects.select_for_update().filter(did=did, holder=holder).first()
+    if key is None:
+        raise DidKey.DoesNotExist(f"no key {did!r} for this holder")
+    if key.retired_at is None:
+        key.retired_at = timezone.now()
+        key.encrypted_jwk = ""
+        key.save(update_fields=["retired_at", "encrypted_jwk"])
+    return key
+
+
+def decision_sign_custodial(*, did: str, decision: dict) -> str:
+    """The portal signs a decision on the participant's behalf with their custodial key.
+
+    The same JWT VP shape the browser makes (EdDSA instead of ES256), so one verifier reads
+    both; the event records that the portal signed it.
+    """
+    key = DidKey.objects.filter(
+        did=did, custody=DidKey.Custody.PORTAL, retired_at__isnull=True
+    ).first()
+    if key is None or not key.encrypted_jwk:
+        raise CredentialError(f"the portal holds no live key for {did}")
+    now = int(timezone.now().timestamp())
+    return jwt.sign(
+        {
+            "iss": did,
+            "aud": decision.get("domain", ""),
+            "nonce": decision.get("nonce", ""),
+            "iat": now,
+            "exp": now + 300,
+            "vp": {
+                "@context": [vocabulary.CREDENTIALS_V1],
+                "type": ["VerifiablePresentation"],
+                "holder": did,
+            },
+            "decision": decision,
+        },
+        private_jwk=decrypt_secret(key.encrypted_jwk),
+        kid=f"{did}#{did.removeprefix('did:key:')}",
+    )
+
+
+def presentation_challenge_record(*, domain: str, challenge: str) -> None:
+    """Remembers a challenge the verification API accepted; a second use raises
+    IntegrityError (the caller reports a replay)."""
+    with transaction.atomic():
+        SeenChallenge.objects.create(digest=SeenChallenge.digest_of(domain, challenge))
 
 
 def _sign(credential: dict, issuer: IssuerKey) -> dict:
