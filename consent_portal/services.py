@@ -534,6 +534,13 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
             if named is not None:
                 consent = Consent.objects.select_related("purpose").get(pk=named.consent_id)
     evidence = _check_evidence(sample=sample, study=study, purpose=purpose, consent=consent)
+    if decision == ConsentCheck.PERMIT and not evidence["consent"]["verification"]["verified"]:
+        # The database says yes; the credential must say so too (signature, trusted issuer,
+        # expiry, status lists), or the custodian gets no permit.
+        failed = {k: v for k, v in evidence["consent"]["verification"]["checks"].items() if v not in ("ok", "active")}
+        decision = ConsentCheck.DENY
+        reasons = [decisions.Reason("credential_not_verified",
+                                    f"The consent credential does not verify: {failed}.")]
     with transaction.atomic():
         check = ConsentCheck(
             custodian=custodian,
@@ -657,11 +664,14 @@ def _check_evidence(*, sample: str, study: str, purpose: str, consent: Consent |
     if consent is None:
         return evidence
     latest_event = consent.events.select_related("ledger_entry").order_by("-created_at").first()
+    document = identity_selectors.credential_document(credential_id=consent.credential_id)
     evidence["consent"] = {
         "purpose": consent.purpose.slug,
         "state": consent.state,
-        "credential": identity_selectors.credential_document(credential_id=consent.credential_id),
+        "credential": document,
         "credential_status": identity_selectors.credential_status(credential_id=consent.credential_id),
+        # The same verification the public verify endpoint runs.
+        "verification": identity_selectors.credential_verify(document=document),
         "latest_event": {
             "action": latest_event.action,
             "at": latest_event.created_at.isoformat(),

@@ -199,3 +199,20 @@ def test_create_custodian_prints_a_token_that_works(db, capsys):
 def test_me_names_the_custodian_behind_the_token(api):
     assert api.get("/api/v1/me").json() == {"custodian": "Test biobank"}
     assert Client(HTTP_AUTHORIZATION="Bearer nope").get("/api/v1/me").status_code == 401
+
+
+def test_permit_requires_the_credential_to_verify(api, sample, participant, purposes, approved_study):
+    from identity.models import IssuedCredential
+
+    consent = services.consent_grant(participant=participant, purpose=purposes["general-research"])
+    body = check(api, **QUESTION).json()
+    assert body["decision"] == "permit"
+    assert body["evidence"]["consent"]["verification"]["verified"] is True
+    # A stored credential altered after issuance no longer verifies: fail closed.
+    row = IssuedCredential.objects.get(pk=consent.credential_id)
+    row.document = {**row.document, "credentialSubject": {**row.document["credentialSubject"], "purpose": "DUO:0000004"}}
+    row.save()
+    body = check(api, **QUESTION).json()
+    assert body["decision"] == "deny"
+    assert body["reasons"][0]["code"] == "credential_not_verified"
+    assert "signature" in body["reasons"][0]["message"]
