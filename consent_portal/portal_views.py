@@ -158,7 +158,8 @@ def credential_download(request, participant, credential_uuid):
 def requests_list(request, participant):
     return render(
         request, "portal/requests.html",
-        {"participant": participant, "requests": selectors.open_requests(participant=participant)},
+        {"participant": participant, "requests": selectors.open_requests(participant=participant),
+         "signing_dids": _signing_dids(participant)},
     )
 
 
@@ -170,7 +171,10 @@ def request_answer(request, participant, request_id):
         messages.error(request, "Answer with grant or decline.")
         return redirect("portal-requests")
     try:
-        services.consent_request_answer(participant=participant, request_id=request_id, grant=answer == "grant")
+        services.consent_request_answer(
+            participant=participant, request_id=request_id, grant=answer == "grant",
+            signed_decision=request.POST.get("signed_decision") or None,
+        )
     except ConsentRequest.DoesNotExist:
         raise Http404("No such request.")
     except services.ConsentStateError as exc:

@@ -736,8 +736,11 @@ def consent_requests_create(*, use_id: int) -> int:
     return len(asked)
 
 
-def consent_request_answer(*, participant: Participant, request_id: int, grant: bool, **decision) -> ConsentRequest:
-    """The participant's answer; a yes grants the requested purpose (same path as the portal)."""
+def consent_request_answer(
+    *, participant: Participant, request_id: int, grant: bool, signed_decision: str | None = None
+) -> ConsentRequest:
+    """The participant's answer; a yes grants the requested purpose through consent_grant,
+    signed in the browser when the participant holds their own key."""
     with transaction.atomic():
         request = (
             ConsentRequest.objects.select_for_update().select_related("purpose")
@@ -752,7 +755,7 @@ def consent_request_answer(*, participant: Participant, request_id: int, grant: 
                 state=Consent.REVOKED
             )
             if not live.exists():
-                consent_grant(participant=participant, purpose=request.purpose, **decision)
+                consent_grant(participant=participant, purpose=request.purpose, signed_decision=signed_decision)
         request.status = ConsentRequest.GRANTED if grant else ConsentRequest.DECLINED
         request.answered_at = timezone.now()
         request.save(update_fields=["status", "answered_at"])

@@ -75,3 +75,19 @@ def test_browser_held_key_signs_every_decision(page, screenshot):
         assert result["errors"] == [] and "JWS" in result["checks"]
     kinds = list(Entry.objects.order_by("id").values_list("kind", flat=True))
     assert "participant.key_added" in kinds and "participant.key_retired" in kinds
+
+    # A study's request is answered the same way: the grant is signed in this browser.
+    # (The revoked general-research consent covers HMB, so the approval itself would not
+    # ask this participant again; the request is made directly.)
+    from consent_portal import services
+    from consent_portal.models import ConsentRequest, Purpose
+
+    study = services.study_submit(identifier="heart-2026", title="Heart study", institution="U",
+                                  commercial=False, uses=[{"permission": "DUO:0000006"}])
+    ConsentRequest.objects.create(use=study.uses.get(), participant=participant,
+                                  purpose=Purpose.objects.get(slug="health-medical-research"))
+    page.click("text=Requests")
+    page.get_by_test_id("request").get_by_role("button", name="Grant").click()
+    expect(page.locator(".messages")).to_contain_text("your consent is granted")
+    grant = participant.consents.get(purpose__slug="health-medical-research").events.get()
+    assert grant.signed_by == "participant-key" and jwt.claims(grant.decision_jwt)["iss"] == participant.did
