@@ -81,7 +81,7 @@ def consents(request, participant):
     rows = selectors.purposes_with_consents(participant=participant)
     return render(
         request, "portal/consents.html",
-        {"participant": participant, "rows": rows, "signing_dids": _signing_dids(participant)},
+        {"participant": participant, "rows": rows, "signing_dids": selectors.signing_dids(participant=participant)},
     )
 
 
@@ -159,7 +159,7 @@ def requests_list(request, participant):
     return render(
         request, "portal/requests.html",
         {"participant": participant, "requests": selectors.open_requests(participant=participant),
-         "signing_dids": _signing_dids(participant)},
+         "signing_dids": selectors.signing_dids(participant=participant)},
     )
 
 
@@ -230,16 +230,6 @@ def consent_fhir(request, participant, consent_id):
 # Keys held by the participant, signed decisions, the wallet ------------------------------------
 
 
-def _signing_dids(participant) -> list[str]:
-    """The DIDs whose keys may sign this participant's decisions (none while custodial)."""
-    if participant.key_custody != Participant.SELF_CUSTODY:
-        return []
-    return [
-        key.did for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))
-        if key.custody == Participant.SELF_CUSTODY
-    ]
-
-
 @participant_required
 def keys(request, participant):
     return render(
@@ -247,7 +237,7 @@ def keys(request, participant):
         {
             "participant": participant,
             "keys": identity_selectors.holder_keys(holder=str(participant.pseudonym), live_only=False),
-            "signing_dids": _signing_dids(participant),
+            "signing_dids": selectors.signing_dids(participant=participant),
             "did_qr": identity_selectors.did_qr_svg(did=participant.did),
         },
     )

@@ -13,14 +13,15 @@ from consent_portal.models import (
     ConsentCheck,
     ConsentEvent,
     ConsentRequest,
-    Disease,
     Custodian,
+    Disease,
     Participant,
     Purpose,
     Study,
     StudyUse,
     WithdrawalInstruction,
 )
+from identity import selectors as identity_selectors
 
 
 def custodian_for_token(*, token: str) -> Custodian | None:
@@ -277,3 +278,13 @@ def consent_fhir(*, consent: Consent, credential: dict) -> dict:
         },
         "provision": provision,
     }
+
+
+def signing_dids(*, participant: Participant) -> list[str]:
+    """The DIDs whose browser keys may sign this participant's decisions (none while custodial)."""
+    if participant.key_custody != Participant.SELF_CUSTODY:
+        return []
+    return [
+        key.did for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))
+        if key.custody == Participant.SELF_CUSTODY
+    ]
