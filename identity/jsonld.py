@@ -6,6 +6,9 @@ would silently drop) or a type or IRI that does not expand to an absolute IRI is
 the same documents didkit refuses with "Expansion failed".
 """
 
+import functools
+import json
+import re
 import threading
 
 from cachetools import LRUCache
@@ -117,3 +120,130 @@ def canonize(document: dict) -> str:
     expand(document)
     options = _options(algorithm="URDNA2015", format="application/n-quads")
     return _pyld(jsonld.normalize, document, options)
+
+
+# The strict check for credentials in the shape we issue ------------------------------------
+#
+# Strict expansion with pyld costs several milliseconds, more than didkit's own signing or
+# verification. For a document built from our fixed context and closed claim names, the
+# outcome of the strict check depends only on which members it has (an undefined member is
+# what JSON-LD drops) and on the values in IRI positions (ids, types, DUO / MONDO terms,
+# consentStatus), never on the text of a literal. So _issued_shape() accepts only documents
+# whose @context is exactly ours, whose members are among the ones our issuer writes, and whose
+# IRI-position values match the patterns our issuer writes (absolute: urn:uuid:, did:key: /
+# did:jwk:, http(s):, DUO:/MONDO: through our prefixes, the two consentStatus terms); literals
+# must be strings. The first document of each shape (the set of member names) still goes
+# through pyld; once one passed, later documents of that shape skip it. Anything else, a
+# foreign context, another member, a value of another kind, always gets the full check.
+
+_DID = re.compile(r"^did:(key|jwk):[A-Za-z0-9._%-]+$")
+_DID_URL = re.compile(r"^did:(key|jwk):[A-Za-z0-9._%-]+#[A-Za-z0-9._%-]+$")
+_HTTP_URL = re.compile(r"^https?://[^\s]+$")
+_URN_UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+_DUO = re.compile(r"^DUO:\d{7}$")
+_MONDO = re.compile(r"^MONDO:\d{7}$")
+_TOP = frozenset(
+    {"@context", "id", "type", "issuer", "issuanceDate", "expirationDate", "credentialSubject",
+     "credentialStatus", "proof"}
+)
+_STATUS = frozenset({"id", "type", "statusPurpose", "statusListIndex", "statusListCredential"})
+_PROOF = frozenset({"type", "proofPurpose", "verificationMethod", "created", "jws"})
+_IRI_CLAIMS = {
+    "purpose": lambda v: isinstance(v, str) and bool(_DUO.match(v)),
+    "dataUseModifiers": lambda v: isinstance(v, list)
+    and all(isinstance(m, str) and _DUO.match(m) for m in v),
+    "disease": lambda v: isinstance(v, str) and bool(_MONDO.match(v)),
+    "consentStatus": lambda v: v in ("ConsentGiven", "RenewedConsentGiven"),
+}
+
+
+@functools.cache
+def _our_context() -> list:
+    return json.loads(vocabulary._credential_context_json())
+
+
+def _matches(pattern: re.Pattern, value) -> bool:
+    return isinstance(value, str) and pattern.match(value) is not None
+
+
+def _issued_shape(document) -> tuple | None:
+    """The claim-name shape of a credential in the form we issue, or None if it is not one."""
+    if not isinstance(document, dict) or not document.keys() <= _TOP:
+        return None
+    if document.get("@context") != _our_context():
+        return None
+    types = document.get("type")
+    if not (
+        isinstance(types, list)
+        and len(types) == 2
+        and types[0] == "VerifiableCredential"
+        and types[1] in vocabulary.CREDENTIAL_TYPES
+    ):
+        return None
+    if not (
+        _matches(_URN_UUID, document.get("id"))
+        and _matches(_DID, document.get("issuer"))
+        and _matches(_DATETIME, document.get("issuanceDate"))
+        and ("expirationDate" not in document or _matches(_DATETIME, document["expirationDate"]))
+    ):
+        return None
+    subject = document.get("credentialSubject")
+    if not isinstance(subject, dict) or not _matches(_DID, subject.get("id")):
+        return None
+    claims = subject.keys() - {"id"}
+    if not claims <= vocabulary.SUBJECT_TERMS:
+        return None
+    for name in claims:
+        check = _IRI_CLAIMS.get(name)
+        if not (check(subject[name]) if check else isinstance(subject[name], str)):
+            return None
+    status = document.get("credentialStatus")
+    if not (
+        isinstance(status, dict)
+        and status.keys() == _STATUS
+        and status["type"] == "StatusList2021Entry"
+        and _matches(_HTTP_URL, status["id"])
+        and _matches(_HTTP_URL, status["statusListCredential"])
+        and isinstance(status["statusPurpose"], str)
+        and isinstance(status["statusListIndex"], str)
+    ):
+        return None
+    proof = document.get("proof")
+    if proof is not None and not (
+        isinstance(proof, dict)
+        and proof.keys() <= _PROOF
+        and proof.get("type") == "Ed25519Signature2018"
+        and proof.get("proofPurpose") == "assertionMethod"
+        and _matches(_DID_URL, proof.get("verificationMethod"))
+        and ("created" not in proof or _matches(_DATETIME, proof["created"]))
+        and isinstance(proof.get("jws", ""), str)
+    ):
+        return None
+    return (
+        tuple(types),
+        tuple(sorted(document)),
+        tuple(sorted(claims)),
+        tuple(sorted(proof)) if isinstance(proof, dict) else None,
+    )
+
+
+_checked_shapes: LRUCache = LRUCache(maxsize=256)
+_checked_shapes_lock = threading.Lock()
+
+
+def check(document: dict) -> None:
+    """Raises JsonLdError unless the document passes expand()'s strict check.
+
+    A credential in the shape we issue (see _issued_shape) is expanded with pyld the first
+    time its shape is seen and not again; every other document is expanded every time.
+    """
+    shape = _issued_shape(document)
+    if shape is not None:
+        with _checked_shapes_lock:
+            if shape in _checked_shapes:
+                return
+    expand(document)
+    if shape is not None:
+        with _checked_shapes_lock:
+            _checked_shapes[shape] = True

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import segno
 from cachetools import LRUCache
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -19,6 +20,33 @@ def trusted_issuer_dids() -> set[str]:
     """The trust configuration: every issuer key of ours still trusted, active or rotated
     out (services.issuer_rotate, services.issuer_trust_set)."""
     return set(IssuerKey.objects.filter(trusted=True).values_list("did", flat=True))
+
+
+def _verification_state() -> tuple[set[str], dict[str, str]]:
+    """(trusted issuer DIDs, {purpose: ETag} of our signed status lists), in one query:
+    everything a warm verification reads from the database."""
+    keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
+    joins, params = [], [True]
+    for alias, purpose in zip(("r", "s"), vocabulary.STATUS_PURPOSES, strict=True):
+        joins.append(
+            f"LEFT JOIN {lists} {alias} ON {alias}.purpose = %s AND {alias}.number = 1"
+            f" AND {alias}.etag <> ''"
+        )
+        params.append(purpose)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT k.did, r.etag, s.etag FROM (SELECT 1 AS one) one"
+            f" LEFT JOIN {keys} k ON k.trusted = %s {' '.join(joins)}",
+            params,
+        )
+        rows = cursor.fetchall()
+    trusted = {did for did, _, _ in rows if did is not None}
+    etags = {
+        purpose: etag
+        for purpose, etag in zip(vocabulary.STATUS_PURPOSES, rows[0][1:], strict=True)
+        if etag
+    }
+    return trusted, etags
 
 
 def issuer_keys() -> QuerySet[IssuerKey]:
@@ -91,7 +119,7 @@ def _issuer_did(document: dict) -> str | None:
 def _signature(document: dict) -> str:
     """The proof check: strict offline JSON-LD (pyld), then the signature (didkit)."""
     try:
-        jsonld.expand(document)
+        jsonld.check(document)
     except jsonld.JsonLdError as exc:
         return _failed(str(exc))
     try:
@@ -115,36 +143,37 @@ def _parse_datetime(value) -> datetime | None:
     return parsed if timezone.is_aware(parsed) else None
 
 
-# Verified status lists by the SHA-256 of their exact text: a list is verified once, not on
-# every check. Tampered or re-signed text hashes differently and is verified afresh.
+# Verified status lists, by purpose and the row's ETag. The ETag is the hash of the signed
+# text (services._sign_status_list writes text, bits and ETag together), so one cheap query
+# for both ETags tells whether what we verified is still what the database holds. A new or
+# re-signed list has a new ETag and is read and verified afresh; a list whose text does not
+# hash to its ETag is refused; a missing list fails closed. The issuer is checked against
+# the trust configuration on every call, cached or not.
 _verified_lists: LRUCache = LRUCache(maxsize=16)
 _verified_lists_lock = threading.Lock()
 
 
-def _verified_list_bits(purpose: str, trusted: set[str]) -> bytes:
-    """The bits of our signed list for the purpose, after checking the list credential."""
+def _status_list_etag(text: str) -> str:
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:40] + '"'
+
+
+def _verify_list_row(purpose: str) -> tuple[str, tuple[str, bytes]]:
+    """(etag, (issuer, bits)) of our signed list for the purpose, read and checked now."""
     row = (
         StatusList.objects.filter(purpose=purpose, number=1)
-        .values_list("credential", flat=True)
+        .values_list("credential", "etag")
         .first()
     )
-    if not row:
+    if not row or not row[0]:
         raise ValueError(f"the {purpose} status list does not exist")
-    digest = (hashlib.sha256(row.encode()).hexdigest(), vocabulary.status_list_url(purpose))
-    with _verified_lists_lock:
-        cached = _verified_lists.get(digest)
-    if cached is not None:
-        issuer, bits = cached
-        if issuer not in trusted:
-            raise ValueError(f"the {purpose} status list issuer {issuer} is not trusted")
-        return bits
-    document = json.loads(row)
+    text, etag = row
+    if _status_list_etag(text) != etag:
+        raise ValueError(f"the {purpose} status list text does not match its ETag")
+    document = json.loads(text)
     signature = _signature(document)
     if signature != "ok":
         raise ValueError(f"the {purpose} status list signature {signature}")
     issuer = _issuer_did(document)
-    if issuer not in trusted:
-        raise ValueError(f"the {purpose} status list issuer {issuer} is not trusted")
     subject = document.get("credentialSubject") or {}
     if (
         document.get("id") != vocabulary.status_list_url(purpose)
@@ -153,13 +182,42 @@ def _verified_list_bits(purpose: str, trusted: set[str]) -> bytes:
         or subject.get("statusPurpose") != purpose
     ):
         raise ValueError(f"the {purpose} status list is not a {purpose} StatusList2021Credential")
-    bits = statuslist.decode(subject.get("encodedList"))
-    with _verified_lists_lock:
-        _verified_lists[digest] = (issuer, bits)
+    return etag, (issuer, statuslist.decode(subject.get("encodedList")))
+
+
+def _status_list_etags() -> dict[str, str]:
+    return dict(
+        StatusList.objects.filter(number=1, purpose__in=vocabulary.STATUS_PURPOSES)
+        .exclude(etag="")
+        .values_list("purpose", "etag")
+    )
+
+
+def _verified_lists_bits(trusted: set[str], etags: dict[str, str] | None = None) -> dict[str, bytes]:
+    """{purpose: bits} of both our signed lists, each checked (signature, trusted issuer,
+    type and purpose) when its ETag was first seen; raises ValueError (fail closed).
+    `etags` is what the database says now ({purpose: ETag}); read here unless given."""
+    etags = _status_list_etags() if etags is None else etags
+    bits = {}
+    for purpose in vocabulary.STATUS_PURPOSES:
+        if purpose not in etags:
+            raise ValueError(f"the {purpose} status list does not exist")
+        key = (purpose, etags[purpose], vocabulary.status_list_url(purpose))
+        with _verified_lists_lock:
+            cached = _verified_lists.get(key)
+        if cached is None:
+            etag, cached = _verify_list_row(purpose)
+            with _verified_lists_lock:
+                _verified_lists[(purpose, etag, key[2])] = cached
+        issuer, bits[purpose] = cached
+        if issuer not in trusted:
+            raise ValueError(f"the {purpose} status list issuer {issuer} is not trusted")
     return bits
 
 
-def _credential_status(document: dict, trusted: set[str]) -> tuple[str, str | None]:
+def _credential_status(
+    document: dict, trusted: set[str], etags: dict[str, str] | None = None
+) -> tuple[str, str | None]:
     entry = document.get("credentialStatus")
     revocation_url = vocabulary.status_list_url(vocabulary.REVOCATION)
     if not isinstance(entry, dict):
@@ -181,8 +239,9 @@ def _credential_status(document: dict, trusted: set[str]) -> tuple[str, str | No
     try:
         # The suspension bit lives at the same index of the suspension list (see
         # services.credential_issue: didkit 0.3.3 allows one credentialStatus entry).
-        revoked = statuslist.get_bit(_verified_list_bits(vocabulary.REVOCATION, trusted), index)
-        suspended = statuslist.get_bit(_verified_list_bits(vocabulary.SUSPENSION, trusted), index)
+        lists = _verified_lists_bits(trusted, etags)
+        revoked = statuslist.get_bit(lists[vocabulary.REVOCATION], index)
+        suspended = statuslist.get_bit(lists[vocabulary.SUSPENSION], index)
     except ValueError as exc:
         return "unknown", str(exc)
     if revoked:
@@ -216,7 +275,9 @@ def _verdict(checks: dict, status_error: str | None, **extra) -> dict:
     return {"verified": not errors, "checks": checks, "errors": errors, **extra}
 
 
-def _credential_checks(document: dict, signature: str, trusted: set[str]) -> dict:
+def _credential_checks(
+    document: dict, signature: str, trusted: set[str], etags: dict[str, str] | None = None
+) -> dict:
     issuer = _issuer_did(document)
     checks = {
         "signature": signature,
@@ -225,7 +286,7 @@ def _credential_checks(document: dict, signature: str, trusted: set[str]) -> dic
         else _failed(f"issuer {issuer!r} is not a trusted issuer"),
         "not_expired": _not_expired(document),
     }
-    status, status_error = _credential_status(document, trusted)
+    status, status_error = _credential_status(document, trusted, etags)
     checks["status"] = status
     return _verdict(checks, status_error)
 
@@ -246,7 +307,8 @@ def credential_verify(*, document: dict) -> dict:
     """
     if not isinstance(document, dict):
         return _not_an_object("credential")
-    return _credential_checks(document, _signature(document), trusted_issuer_dids())
+    trusted, etags = _verification_state()
+    return _credential_checks(document, _signature(document), trusted, etags)
 
 
 def _jwt_credential_verify(token: str, trusted: set[str]) -> dict:

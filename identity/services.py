@@ -8,9 +8,11 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from cachetools import LRUCache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -356,28 +358,58 @@ def status_list_sign(*, purpose: str) -> StatusList:
     return status_list
 
 
-def _ensure_status_lists() -> None:
+def _ensure_status_lists() -> dict[str, str]:
+    """{purpose: etag} of both signed lists, signing any not signed yet (one query when
+    both exist)."""
+    etags = dict(
+        StatusList.objects.filter(number=1, purpose__in=vocabulary.STATUS_PURPOSES)
+        .exclude(credential="")
+        .values_list("purpose", "etag")
+    )
     for purpose in vocabulary.STATUS_PURPOSES:
-        if not StatusList.objects.filter(purpose=purpose, number=1).exclude(credential="").exists():
-            status_list_sign(purpose=purpose)
+        if purpose not in etags:
+            etags[purpose] = status_list_sign(purpose=purpose).etag
+    return etags
 
 
-def _random_free_index() -> int:
-    """A random index no credential uses and whose bit is clear in every list.
+# A list's bits by (purpose, ETag). The ETag hashes the signed text, which encodes the bits,
+# and _sign_status_list writes bits, text and ETag together, so an ETag names one bitstring.
+_list_bits: LRUCache = LRUCache(maxsize=8)
+_list_bits_lock = threading.Lock()
+
+
+def _bits_for(purpose: str, etag: str) -> bytes:
+    with _list_bits_lock:
+        bits = _list_bits.get((purpose, etag))
+    if bits is None:
+        bits, etag = (
+            StatusList.objects.filter(purpose=purpose, number=1).values_list("bits", "etag").get()
+        )
+        bits = bytes(bits)
+        with _list_bits_lock:
+            _list_bits[(purpose, etag)] = bits
+    return bits
+
+
+def _random_free_index(etags: dict[str, str] | None = None, *, check_used: bool = True) -> int:
+    """A random index whose bit is clear in every list and, with check_used, that no
+    credential uses (without it, the unique constraint on status_index catches a used one
+    at insert and credential_issue draws again with check_used).
 
     Random, not sequential: a sequential index would reveal issuance order and let a
     verifier link credentials issued together.
     """
-    lists = [
-        bytes(bits) for bits in StatusList.objects.filter(number=1).values_list("bits", flat=True)
-    ]
+    etags = etags if etags is not None else _ensure_status_lists()
+    lists = [_bits_for(purpose, etag) for purpose, etag in etags.items()]
 
     def free(index: int) -> bool:
         return not any(statuslist.get_bit(bits, index) for bits in lists)
 
     for _ in range(64):
         index = secrets.randbelow(statuslist.LIST_BITS)
-        if free(index) and not IssuedCredential.objects.filter(status_index=index).exists():
+        if free(index) and (
+            not check_used or not IssuedCredential.objects.filter(status_index=index).exists()
+        ):
             return index
     # Nearly full: pick among what is left.
     used = set(IssuedCredential.objects.values_list("status_index", flat=True))
@@ -423,7 +455,32 @@ def _subject(*, subject_did: str, credential_type: str, claims: dict) -> dict:
     return subject
 
 
-@transaction.atomic
+def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
+    """The active issuer key and {purpose: ETag} of both signed lists, in one query when
+    both exist (creating the key or signing a list on first use)."""
+    keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
+    row = next(
+        iter(
+            IssuerKey.objects.raw(
+                f"SELECT k.*, r.etag AS revocation_etag, s.etag AS suspension_etag FROM {keys} k"
+                f" LEFT JOIN {lists} r ON r.purpose = %s AND r.number = 1 AND r.etag <> ''"
+                f" LEFT JOIN {lists} s ON s.purpose = %s AND s.number = 1 AND s.etag <> ''"
+                f" WHERE k.active = %s",
+                [vocabulary.REVOCATION, vocabulary.SUSPENSION, True],
+            )
+        ),
+        None,
+    )
+    if row is None:
+        row = issuer_get_or_create()
+    etags = {
+        purpose: getattr(row, f"{purpose}_etag", None) for purpose in vocabulary.STATUS_PURPOSES
+    }
+    if not all(etags.values()):
+        etags = _ensure_status_lists()
+    return row, etags
+
+
 def credential_issue(
     *,
     subject_did: str,
@@ -431,18 +488,24 @@ def credential_issue(
     claims: dict,
     expires_at: datetime | None = None,
 ) -> IssuedCredential:
-    """Issues, signs and stores an EnrolmentCredential or ConsentCredential."""
+    """Issues, signs and stores an EnrolmentCredential or ConsentCredential.
+
+    The one write is the credential row (signing a status list on first use is atomic on its
+    own). Inside the caller's transaction the insert is a savepoint, so a status index taken
+    concurrently can be drawn again; outside one it is a single autocommitted statement.
+    """
     subject = _subject(subject_did=subject_did, credential_type=credential_type, claims=claims)
     now = timezone.now()
     if expires_at is not None and (timezone.is_naive(expires_at) or expires_at <= now):
         raise ClaimError(
             "expires_at must be a timezone-aware time in the future", field="expires_at"
         )
-    issuer = issuer_get_or_create()
-    _ensure_status_lists()
+    issuer, etags = _issuance_state()
 
-    for _ in range(5):
-        index = _random_free_index()
+    for attempt in range(5):
+        # The first draw skips the "no credential uses it" query (at most one credential in
+        # LIST_BITS / issued collides); after a collision every draw asks.
+        index = _random_free_index(etags, check_used=attempt > 0)
         revocation_url = vocabulary.status_list_url(vocabulary.REVOCATION)
         credential = {
             "@context": vocabulary.credential_context(),
@@ -465,23 +528,28 @@ def credential_issue(
             },
         }
         try:
-            jsonld.expand(credential)
+            jsonld.check(credential)
         except jsonld.JsonLdError as exc:
             raise ClaimError(str(exc), field=exc.term or "claims") from None
         signed = _sign(credential, issuer)
+        row = IssuedCredential(
+            id=signed["id"],
+            subject_did=subject_did,
+            type=credential_type,
+            issuer_key=issuer,
+            document=signed,
+            status_index=index,
+            issued_at=now,
+            # As the document says it: whole seconds.
+            expires_at=expires_at.replace(microsecond=0) if expires_at else None,
+        )
         try:
-            with transaction.atomic():
-                return IssuedCredential.objects.create(
-                    id=signed["id"],
-                    subject_did=subject_did,
-                    type=credential_type,
-                    issuer_key=issuer,
-                    document=signed,
-                    status_index=index,
-                    issued_at=now,
-                    # As the document says it: whole seconds.
-                    expires_at=expires_at.replace(microsecond=0) if expires_at else None,
-                )
+            if transaction.get_connection().in_atomic_block:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+            else:
+                row.save(force_insert=True)
+            return row
         except IntegrityError:
             # A concurrent issuance took the same index first; draw again.
             if not IssuedCredential.objects.filter(status_index=index).exists():

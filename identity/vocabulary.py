@@ -2,9 +2,10 @@
 
 Our context (contexts/consent-v1.jsonld) reuses W3C DPV for consent terms and GA4GH DUO for
 purposes ("DUO:0000042" expands to http://purl.obolibrary.org/obo/DUO_0000042). Terms of our
-own live in the "cpv" namespace, which is the published context's own URL plus "#", so every
-term IRI dereferences to the document that defines it. That URL depends on SITE_URL, so the
-file leaves "cpv" out and context_document() adds it.
+own live in the "cpv" namespace CONSENT_VOCABULARY, one fixed IRI for every deployment, so two
+portals give the same term the same IRI. It is an identifier only: nothing dereferences it,
+and nothing here fetches it. (Before this, "cpv" was each portal's own context URL plus "#";
+credentials issued then embed that context inline and still verify, with their old IRIs.)
 
 Every credential embeds the context inline: didkit 0.3.3 only knows its built-in contexts
 and offline verifiers need no network. The same document is published at
@@ -34,6 +35,9 @@ STATUS_PURPOSES = (REVOCATION, SUSPENSION)
 # The path the project mounts identity.urls under; the public addresses below live there.
 PUBLIC_PREFIX = "/credentials"
 
+# Our own vocabulary namespace: the same for every deployment, never fetched.
+CONSENT_VOCABULARY = "https://w3id.org/biobank-consent/v1#"
+
 
 @functools.cache
 def _file(name: str) -> dict:
@@ -54,15 +58,36 @@ def consent_context_url() -> str:
 
 
 def context_document() -> dict:
-    """Our context document, {"@context": {...}}, with the cpv namespace for this site."""
-    definitions = copy.deepcopy(_file("consent-v1.jsonld")["@context"])
-    head = {key: definitions.pop(key) for key in ("@version", "@protected")}
-    return {"@context": {**head, "cpv": consent_context_url() + "#", **definitions}}
+    """Our context document, {"@context": {...}}: the same on every deployment."""
+    return copy.deepcopy(_file("consent-v1.jsonld"))
+
+
+@functools.cache
+def _credential_context_json() -> str:
+    return json.dumps([CREDENTIALS_V1, STATUS_LIST_2021_V1, _file("consent-v1.jsonld")["@context"]])
 
 
 def credential_context() -> list:
-    """The @context of every credential we issue, our own context inline."""
-    return [CREDENTIALS_V1, STATUS_LIST_2021_V1, context_document()["@context"]]
+    """The @context of every credential we issue, our own context inline (a fresh copy)."""
+    return json.loads(_credential_context_json())
+
+
+# The claim names our context defines for a credential subject: the closed set issued
+# credentials use (identity.jsonld.check's fast path accepts only these).
+SUBJECT_TERMS = frozenset(
+    {
+        "biobank",
+        "enrolledAt",
+        "purpose",
+        "purposeLabel",
+        "dataUseModifiers",
+        "disease",
+        "diseaseLabel",
+        "study",
+        "studyTitle",
+        "consentStatus",
+    }
+)
 
 
 def status_list_url(purpose: str) -> str:

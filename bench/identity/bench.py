@@ -8,6 +8,8 @@
 - status check of one credential against the cached, verified 131,072-entry lists: p50 < 1 ms.
 
 Writes rows into the identity tables of the database it is given: use a database of its own.
+Each run first deletes the credentials earlier runs issued (subjects with holder
+"identity-bench"), so collisions on the random status index stay as rare as on a fresh list.
 """
 
 import json
@@ -16,6 +18,7 @@ import platform
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,40 +31,85 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from identity import didkit_backend, selectors, services, statuslist  # noqa: E402
+from identity import didkit_backend, jsonld, selectors, services, statuslist  # noqa: E402
 from identity.keys import decrypt_secret  # noqa: E402
+from identity.models import DidKey, IssuedCredential  # noqa: E402
 
 N = int(os.getenv("BENCH_N", "300"))
+ROUNDS = 5  # bare and ours alternate in rounds, so drift on a shared machine hits both
 CLAIMS = {"purpose": "DUO:0000042", "purposeLabel": "general research use", "study": "bench"}
 OUT = Path(__file__).resolve().parent
 
 
-def rate(function, n: int) -> float:
+def per_op_ms(function, n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
         function()
-    return n / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / n * 1000
+
+
+def p50_ms(function, n: int) -> float:
+    timings = []
+    for _ in range(n):
+        start = time.perf_counter()
+        function()
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+def compare(bare, ours: dict, n: int) -> dict:
+    """Per-second rates of bare and each of ours, measured in alternating rounds."""
+    totals = {"bare": 0.0, **{name: 0.0 for name in ours}}
+    per_round = max(1, n // ROUNDS)
+    for _ in range(ROUNDS):
+        totals["bare"] += per_op_ms(bare, per_round)
+        for name, function in ours.items():
+            totals[name] += per_op_ms(function, per_round)
+    return {name: round(1000 * ROUNDS / total, 1) for name, total in totals.items()}
+
+
+def queries(function) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        function()
+    return [query["sql"].split(" ", 1)[0] for query in captured.captured_queries]
 
 
 def main() -> None:
     call_command("migrate", verbosity=0)
-    subject = services.did_create()
+    # Start from the same state every run: earlier runs' credentials (only those, by their
+    # subjects' holder tag) would make index collisions, and so re-signing, more likely.
+    bench_dids = DidKey.objects.filter(holder="identity-bench").values_list("did", flat=True)
+    IssuedCredential.objects.filter(subject_did__in=list(bench_dids)).delete()
+    subject = services.did_create(holder="identity-bench")
     issuer = services.issuer_get_or_create()
     sample = services.credential_issue(subject_did=subject.did, credential_type="ConsentCredential", claims=CLAIMS)
     unsigned = {k: v for k, v in sample.document.items() if k != "proof"}
     jwk = decrypt_secret(issuer.encrypted_jwk)
 
-    # Warm both paths (contexts, caches, the verified status lists).
-    selectors.credential_verify(document=sample.document)
-    didkit_backend.verify_credential(sample.document)
+    def issue():
+        return services.credential_issue(
+            subject_did=subject.did, credential_type="ConsentCredential", claims=CLAIMS)
 
-    bare_issue = rate(lambda: didkit_backend.issue_credential(
-        unsigned, jwk=jwk, verification_method=issuer.verification_method), N)
-    ours_issue = rate(lambda: services.credential_issue(
-        subject_did=subject.did, credential_type="ConsentCredential", claims=CLAIMS), N)
-    bare_verify = rate(lambda: didkit_backend.verify_credential(sample.document), N)
-    ours_verify = rate(lambda: selectors.credential_verify(document=sample.document), N)
+    def issue_in_transaction():
+        with transaction.atomic():  # as consent_grant calls it: the insert is a savepoint
+            return issue()
+
+    # Warm both paths (contexts, the shape check, caches, the verified status lists).
+    for _ in range(3):
+        issue()
+        selectors.credential_verify(document=sample.document)
+        didkit_backend.verify_credential(sample.document)
+    assert selectors.credential_verify(document=sample.document)["verified"]
+
+    issue_rates = compare(
+        lambda: didkit_backend.issue_credential(unsigned, jwk=jwk, verification_method=issuer.verification_method),
+        {"services": issue, "services_in_transaction": issue_in_transaction}, N)
+    verify_rates = compare(
+        lambda: didkit_backend.verify_credential(sample.document),
+        {"selectors": lambda: selectors.credential_verify(document=sample.document)}, N)
 
     trusted = selectors.trusted_issuer_dids()
     timings = []
@@ -71,17 +119,54 @@ def main() -> None:
         timings.append((time.perf_counter() - start) * 1000)
         assert status == "active"
     timings.sort()
+
+    # What each part costs (p50, ms), to account for the difference from bare didkit.
+    with connection.cursor() as cursor:
+        round_trip = p50_ms(lambda: cursor.execute("SELECT 1"), 500)
+    spare = iter(range(statuslist.LIST_BITS, statuslist.LIST_BITS + 100_000))
+
+    def insert_row():  # the same row the service writes, autocommitted (index outside the list)
+        IssuedCredential(id=f"urn:uuid:{uuid.uuid4()}", subject_did=subject.did, type="ConsentCredential",
+                         issuer_key=issuer, document=sample.document, status_index=next(spare),
+                         issued_at=sample.issued_at).save(force_insert=True)
+
+    parts = {
+        "db_round_trip_select_1": round_trip,
+        "insert_credential_row_autocommit": p50_ms(insert_row, 300),
+        "pyld_strict_expansion_uncached": p50_ms(lambda: jsonld.expand(sample.document), 50),
+        "jsonld_check_known_shape": p50_ms(lambda: jsonld.check(sample.document), 500),
+        "issuance_state_query": p50_ms(services._issuance_state, 500),
+        "verification_state_query": p50_ms(selectors._verification_state, 500),
+        "status_bits_from_cache": p50_ms(
+            lambda: selectors._verified_lists_bits(trusted, selectors._status_list_etags()), 500),
+        "decrypt_issuer_jwk": p50_ms(lambda: decrypt_secret(issuer.encrypted_jwk), 500),
+        "didkit_issue": p50_ms(lambda: didkit_backend.issue_credential(
+            unsigned, jwk=jwk, verification_method=issuer.verification_method), 200),
+        "didkit_verify": p50_ms(lambda: didkit_backend.verify_credential(sample.document), 200),
+        "service_issue": p50_ms(issue, 200),
+        "service_issue_in_transaction": p50_ms(issue_in_transaction, 200),
+        "selector_verify": p50_ms(lambda: selectors.credential_verify(document=sample.document), 200),
+    }
+    IssuedCredential.objects.filter(status_index__gte=statuslist.LIST_BITS).delete()
     results = {
         "n": N,
+        "rounds": ROUNDS,
+        "credentials_in_database": IssuedCredential.objects.count(),
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         "python": platform.python_version(),
         "list_entries": statuslist.LIST_BITS,
-        "issue_per_s": {"services": round(ours_issue, 1), "bare_didkit": round(bare_issue, 1),
-                        "ratio": round(ours_issue / bare_issue, 3), "target": 0.8},
-        "verify_per_s": {"selectors": round(ours_verify, 1), "bare_didkit": round(bare_verify, 1),
-                         "ratio": round(ours_verify / bare_verify, 3), "target": 0.8},
+        "issue_per_s": {"services": issue_rates["services"], "bare_didkit": issue_rates["bare"],
+                        "ratio": round(issue_rates["services"] / issue_rates["bare"], 3), "target": 0.8,
+                        "services_in_transaction": issue_rates["services_in_transaction"],
+                        "ratio_in_transaction": round(issue_rates["services_in_transaction"] / issue_rates["bare"], 3)},
+        "verify_per_s": {"selectors": verify_rates["selectors"], "bare_didkit": verify_rates["bare"],
+                         "ratio": round(verify_rates["selectors"] / verify_rates["bare"], 3), "target": 0.8},
         "status_check_ms": {"p50": round(statistics.median(timings), 4),
                             "p99": round(timings[int(len(timings) * 0.99)], 4), "target_p50": 1.0},
+        "queries": {"issue": queries(issue), "issue_in_transaction": queries(issue_in_transaction),
+                    "verify": queries(lambda: selectors.credential_verify(document=sample.document)),
+                    "status_check": queries(lambda: selectors._credential_status(sample.document, trusted))},
+        "parts_p50_ms": {name: round(value, 4) for name, value in parts.items()},
     }
     print(json.dumps(results, indent=2))
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -90,17 +175,72 @@ def main() -> None:
         return "met" if ok else "MISSED"
 
     issue, verify, status = results["issue_per_s"], results["verify_per_s"], results["status_check_ms"]
+    part_rows = "".join(f"| {name} | {value} |\n" for name, value in results["parts_p50_ms"].items())
+    query_rows = "".join(
+        f"| {name} | {len(sql)} | {' '.join(sql)} |\n" for name, sql in results["queries"].items())
     (OUT / "results.md").write_text(
         "# Identity benchmark results\n\n"
-        f"One run, N={N}, {results['database']}, Python {results['python']}.\n\n"
+        f"One run, N={N} per figure in {ROUNDS} alternating rounds, {results['database']}, "
+        f"Python {results['python']}. Written by bench.py; the notes below are in bench.py too.\n\n"
         "| figure | ours | bare didkit | ratio | target |\n|---|---|---|---|---|\n"
         f"| issue consent credential /s | {issue['services']} | {issue['bare_didkit']} | {issue['ratio']} | >= 0.8 ({met(issue['ratio'] >= 0.8)}) |\n"
+        f"| issue, inside the caller's transaction /s | {issue['services_in_transaction']} | {issue['bare_didkit']} | {issue['ratio_in_transaction']} | (as consent_grant calls it) |\n"
         f"| verify consent credential /s | {verify['selectors']} | {verify['bare_didkit']} | {verify['ratio']} | >= 0.8 ({met(verify['ratio'] >= 0.8)}) |\n\n"
         f"Status check against the cached {statuslist.LIST_BITS}-entry lists: p50 {status['p50']} ms, "
         f"p99 {status['p99']} ms (target p50 < 1 ms: {met(status['p50'] < 1)}).\n\n"
-        "Ours issue = pyld strict expansion + random free index + didkit signing + a row; ours\n"
-        "verify = pyld strict expansion + didkit + trusted issuer + expiry + both status lists.\n"
+        "## Queries per operation (warm)\n\n| operation | queries | statements |\n|---|---|---|\n"
+        + query_rows +
+        "\n## What each part costs (p50, ms)\n\n| part | ms |\n|---|---|\n" + part_rows + NOTES
     )
+
+
+NOTES = """
+## Before these changes
+
+The previous results.json (N=200, same machine): issue 71.8 /s vs 312.1 bare (0.23), verify
+107.1 /s vs 336.6 bare (0.318), status check p50 1.05 ms. Profile (cProfile): pyld strict
+expansion on every issue and verify (~2-6 ms), two status-list queries per check each
+reading and hashing the whole signed list text, and four to six ORM queries per issuance.
+
+## What is cached, and why it is safe
+
+- **Strict JSON-LD check** (`identity.jsonld.check`). pyld's strict expansion (see
+  `pyld_strict_expansion_uncached`) costs more than didkit's own signing. A document in the
+  exact form we issue (our fixed `@context`, only the members our issuer writes, subject
+  claims from the closed set our context defines, values in IRI positions matching the
+  patterns we write: `urn:uuid:`, `did:key:`/`did:jwk:`, `http(s)://`, `DUO:`/`MONDO:` ids,
+  the two consentStatus terms; literals as strings) is expanded with pyld the first time its
+  claim-name shape is seen; later documents of that shape skip pyld. With the context fixed,
+  the strict check's outcome depends only on the member names and the IRI-position values,
+  which the shape and the patterns pin down. Any other document (another context, a credential
+  issued before the vocabulary change, an extra member, another kind of value, a
+  presentation) is expanded in full every time. The signature is still verified by didkit on
+  every call.
+- **Status lists** (`identity.selectors._verified_lists_bits`). The decoded, signature-checked
+  bits are cached by (purpose, row ETag). The ETag is the hash of the signed text, written with
+  it. Each check reads both ETags (one query, together with the trusted issuer keys for a
+  verification); a changed ETag means the list is read, its text checked against the ETag, its
+  signature, type and purpose verified afresh. The issuer is checked against the trust
+  configuration on every call. A missing list, a text that does not hash to its ETag, a bad
+  signature or an untrusted issuer fails closed (tests in tests/identity/test_status.py).
+- **Issuance**: one query reads the active issuer key and both lists' ETags; the raw bits
+  for the free-index draw are cached by ETag; the first index draw relies on the unique
+  constraint instead of a lookup (a collision draws again, checking). Outside a transaction
+  the insert is one autocommitted statement; inside the caller's (as `consent_grant` calls it)
+  it is a savepoint, 2 more round trips.
+
+## Why the issue ratio stays below 0.8
+
+Bare didkit issuance does no I/O. Ours must also read the active key and the lists (1 query),
+decrypt the issuer key (JWE), and store the credential durably (1 autocommitted insert; 3
+more statements inside a caller's transaction). 0.8 of bare didkit leaves
+`didkit_issue / 4` ms for all of that. `insert_credential_row_autocommit` alone, the same row
+inserted with nothing else (its cost is mostly the WAL flush at commit; raw SQL instead of the
+ORM saved about 0.1 ms in a trial, so the ORM was kept), plus one round trip and the key
+decryption, already takes that budget or more: the target is out of reach for a service that
+persists what it signs, without giving up durable commits or keeping the issuer's private key
+decrypted in memory (neither done). The pyld cost that was the largest part is gone.
+"""
 
 
 if __name__ == "__main__":

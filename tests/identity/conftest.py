@@ -1,15 +1,18 @@
 import pytest
 
-from identity import selectors, services
+from identity import jsonld, selectors, services
 from tests.identity.helpers import CONSENT_CLAIMS
 
 
 @pytest.fixture(autouse=True)
 def _fresh_verification_cache():
-    # Verified status lists are cached by content hash; start every test cold.
-    selectors._verified_lists.clear()
+    # Verified status lists (by ETag), list bits (by ETag) and JSON-LD shapes already
+    # checked are cached per process; start every test cold.
+    for cache in (selectors._verified_lists, services._list_bits, jsonld._checked_shapes):
+        cache.clear()
     yield
-    selectors._verified_lists.clear()
+    for cache in (selectors._verified_lists, services._list_bits, jsonld._checked_shapes):
+        cache.clear()
 
 
 @pytest.fixture

@@ -191,7 +191,7 @@ def test_issuance_draws_again_when_a_concurrent_issuance_took_the_index(subject,
     )
     # As if another transaction committed this index between the check and the insert.
     draws = iter([first.status_index, 777])
-    monkeypatch.setattr(services, "_random_free_index", lambda: next(draws))
+    monkeypatch.setattr(services, "_random_free_index", lambda *args, **kwargs: next(draws))
     second = services.credential_issue(
         subject_did=subject.did, credential_type="EnrolmentCredential", claims={}
     )
@@ -220,10 +220,44 @@ def test_a_tampered_status_list_fails_closed(consent_credential):
     document = json.loads(row.credential)
     document["credentialSubject"]["encodedList"] = statuslist.encode(statuslist.empty())
     row.credential = json.dumps(document)
+    # ... and gives it a matching ETag, so every cache of the old list is bypassed.
+    row.etag = selectors._status_list_etag(row.credential)
     row.save()
     result = selectors.credential_verify(document=consent_credential.document)
     assert result["checks"]["status"] == "unknown"
+    assert "status list signature failed" in " ".join(result["errors"])
     assert result["verified"] is False
+
+
+def test_a_status_list_whose_text_does_not_match_its_etag_is_refused(consent_credential):
+    services.credential_revoke(credential_id=consent_credential.id)
+    assert selectors.credential_verify(document=consent_credential.document)["checks"]["status"] == "revoked"
+    row = StatusList.objects.get(purpose="revocation")
+    document = json.loads(row.credential)
+    document["credentialSubject"]["encodedList"] = statuslist.encode(statuslist.empty())
+    row.credential = json.dumps(document)
+    row.save()  # the ETag still names the list that was signed
+    # A warm cache keeps answering from the list it verified under that ETag: revoked.
+    assert selectors.credential_verify(document=consent_credential.document)["checks"]["status"] == "revoked"
+    # Read afresh (another process, a restart), the text is checked against the ETag.
+    selectors._verified_lists.clear()
+    result = selectors.credential_verify(document=consent_credential.document)
+    assert result["checks"]["status"] == "unknown"
+    assert "revocation status list text does not match its ETag" in " ".join(result["errors"])
+    assert result["verified"] is False
+
+
+def test_a_warm_status_check_is_one_query_and_sees_a_re_signed_list(
+    consent_credential, django_assert_num_queries
+):
+    trusted = selectors.trusted_issuer_dids()
+    assert selectors._credential_status(consent_credential.document, trusted) == ("active", None)
+    with django_assert_num_queries(1):
+        assert selectors._credential_status(consent_credential.document, trusted) == ("active", None)
+    services.credential_suspend(credential_id=consent_credential.id)
+    assert selectors._credential_status(consent_credential.document, trusted) == ("suspended", None)
+    services.credential_resume(credential_id=consent_credential.id)
+    assert selectors._credential_status(consent_credential.document, trusted) == ("active", None)
 
 
 def test_a_status_list_signed_by_an_untrusted_key_fails_closed(consent_credential):
@@ -237,6 +271,7 @@ def test_a_status_list_signed_by_an_untrusted_key_fails_closed(consent_credentia
             document, jwk=stranger, verification_method=didkit_backend.verification_method(stranger)
         )
     )
+    row.etag = selectors._status_list_etag(row.credential)
     row.save()
     result = selectors.credential_verify(document=consent_credential.document)
     assert result["checks"]["status"] == "unknown"
