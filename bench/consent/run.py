@@ -142,6 +142,9 @@ def main():
         load(single, 3, args.threads)
         trivial_result = load(trivial, args.seconds, args.threads)
         single_result = load(single, args.seconds, args.threads)
+        if trivial_result["errors"] or single_result["errors"]:
+            # Fast failures are not throughput: stop rather than record them.
+            raise SystemExit(f"requests failed: {trivial_result}, {single_result}; see bench/consent/gunicorn.log")
 
         bulk_times, bulk_permits = [], None
         conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
