@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test install install-test worker beat bench bench-ledger bench-consent clean
+.PHONY: run test install install-test worker beat bench bench-ledger bench-identity bench-consent clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -42,12 +42,17 @@ beat: install
 # Benchmarks (PostgreSQL; they empty and fill databases of their own). Figures are printed
 # and written to bench/*/results.json; see bench/*/results.md.
 PG ?= postgres://postgres@127.0.0.1:5432
-bench: bench-ledger bench-consent
+bench: bench-ledger bench-identity bench-consent
 
 bench-ledger: install
 	psql "$(PG)/postgres" -qc "CREATE DATABASE ledgerbench" 2>/dev/null || true
 	DATABASE_URL=$(PG)/ledgerbench $(BIN)/python manage.py migrate --noinput -v0
 	DATABASE_URL=$(PG)/ledgerbench $(BIN)/python bench/ledger/bench.py
+
+bench-identity: install
+	psql "$(PG)/postgres" -qc "CREATE DATABASE identitybench" 2>/dev/null || true
+	DATABASE_URL=$(PG)/identitybench $(BIN)/python manage.py migrate --noinput -v0
+	DATABASE_URL=$(PG)/identitybench $(BIN)/python bench/identity/bench.py
 
 bench-consent: install
 	psql "$(PG)/postgres" -qc "DROP DATABASE IF EXISTS bench_consent" -c "CREATE DATABASE bench_consent"
