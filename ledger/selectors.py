@@ -116,6 +116,11 @@ def _witness_members():
     return Member.objects.filter(active=True).exclude(verifier_key="")
 
 
+def witnesses_to_push() -> bool:
+    """Whether any registered witness has a URL to send checkpoints to."""
+    return _witness_members().exclude(witness_url="").exists()
+
+
 def witness_quorum() -> int:
     return settings.LEDGER_WITNESS_QUORUM
 

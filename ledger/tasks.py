@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 
+from ledger.selectors import witnesses_to_push
 from ledger.services import ledger_seal_pending, ledger_witness_push
 
 logger = logging.getLogger(__name__)
@@ -12,8 +13,9 @@ logger = logging.getLogger(__name__)
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def seal_pending() -> int:
     sealed = ledger_seal_pending()
-    if sealed:
-        # A new checkpoint: ask the witnesses to cosign it, outside the sealing lock.
+    if sealed and witnesses_to_push():
+        # A new checkpoint: ask the witnesses to cosign it, outside the sealing lock. A log
+        # without witnesses sends no task for each batch.
         witness_push.delay()
     return sealed
 

@@ -163,3 +163,20 @@ def test_cosigned_checkpoint_lines_are_c2sp_timestamped_signatures(consortium):
     assert len(raw) == 4 + 8 + 64
     signer = cosign.parse_verifier_key(next(w.verifier_key for w in witnesses if name in w.verifier_key))
     assert raw[:4] == signer.key_id == cosign.key_id(name, signer.public_key)
+
+
+def test_sealing_asks_witnesses_only_when_some_are_registered(db, monkeypatch):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pushes = []
+    monkeypatch.setattr(tasks.witness_push, "delay", lambda: pushes.append(1))
+    with transaction.atomic():
+        services.entry_append(kind="test.entry", payload={"n": 1})
+    assert tasks.seal_pending() == 1 and pushes == []
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    services.member_register(name="w1.example.org", verifier_key=cosign.verifier_key("w1.example.org", public),
+                             witness_url="http://127.0.0.1:9/")
+    with transaction.atomic():
+        services.entry_append(kind="test.entry", payload={"n": 2})
+    assert tasks.seal_pending() == 1 and pushes == [1]
