@@ -1,7 +1,6 @@
 """The participant portal: enrol, see purposes, grant / suspend / resume / revoke, history,
 credentials. Every query is scoped to request.user's own participant record."""
 
-import json
 from datetime import UTC, datetime, time
 from functools import wraps
 
@@ -10,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
@@ -18,6 +17,12 @@ from django.views.decorators.http import require_POST
 from consent_portal import selectors, services
 from consent_portal.models import Consent, ConsentEvent, ConsentRequest, Participant, Purpose, Withdrawal
 from identity import selectors as identity_selectors
+
+
+def _json_download(data, *, filename: str, content_type: str = "application/json") -> JsonResponse:
+    response = JsonResponse(data, safe=False, json_dumps_params={"indent": 2}, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def participant_required(view):
@@ -134,9 +139,7 @@ def credentials(request, participant):
     ids = selectors.participant_credential_ids(participant=participant)
     documents = [identity_selectors.credential_document(credential_id=i) for i in ids]
     if request.GET.get("format") == "json":
-        response = JsonResponse(documents, safe=False, json_dumps_params={"indent": 2})
-        response["Content-Disposition"] = 'attachment; filename="my-credentials.json"'
-        return response
+        return _json_download(documents, filename="my-credentials.json")
     return render(request, "portal/credentials.html", {"participant": participant, "documents": documents})
 
 
@@ -146,9 +149,7 @@ def credential_download(request, participant, credential_uuid):
     if credential_id not in selectors.participant_credential_ids(participant=participant):
         raise Http404("No such credential.")
     document = identity_selectors.credential_document(credential_id=credential_id)
-    response = HttpResponse(json.dumps(document, indent=2), content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="credential-{credential_uuid}.json"'
-    return response
+    return _json_download(document, filename=f"credential-{credential_uuid}.json")
 
 
 # Dynamic consent requests, withdrawal, erasure, FHIR export ------------------------------------
@@ -221,10 +222,8 @@ def consent_fhir(request, participant, consent_id):
         Consent.objects.select_related("purpose__permission", "participant"), pk=consent_id, participant=participant
     )
     document = identity_selectors.credential_document(credential_id=consent.credential_id)
-    response = JsonResponse(selectors.consent_fhir(consent=consent, credential=document),
-                            json_dumps_params={"indent": 2}, content_type="application/fhir+json")
-    response["Content-Disposition"] = f'attachment; filename="consent-{consent_id}.fhir.json"'
-    return response
+    return _json_download(selectors.consent_fhir(consent=consent, credential=document),
+                          filename=f"consent-{consent_id}.fhir.json", content_type="application/fhir+json")
 
 
 # Keys held by the participant, signed decisions, the wallet ------------------------------------
@@ -308,9 +307,5 @@ def decision_challenge(request, participant):
 
 @participant_required
 def did_document(request, participant):
-    response = JsonResponse(
-        identity_selectors.did_document(did=participant.did), json_dumps_params={"indent": 2},
-        content_type="application/did+json",
-    )
-    response["Content-Disposition"] = 'attachment; filename="my-did.json"'
-    return response
+    return _json_download(identity_selectors.did_document(did=participant.did), filename="my-did.json",
+                          content_type="application/did+json")
