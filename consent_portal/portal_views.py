@@ -120,7 +120,7 @@ def consent_change(request, participant, consent_id, action):
             signed_decision=request.POST.get("signed_decision") or None,
         )
     except Consent.DoesNotExist:
-        raise Http404("No such consent.")
+        raise Http404("No such consent.") from None
     except services.ConsentStateError as exc:
         messages.error(request, str(exc))
     else:
@@ -177,7 +177,7 @@ def request_answer(request, participant, request_id):
             signed_decision=request.POST.get("signed_decision") or None,
         )
     except ConsentRequest.DoesNotExist:
-        raise Http404("No such request.")
+        raise Http404("No such request.") from None
     except services.ConsentStateError as exc:
         messages.error(request, str(exc))
     else:

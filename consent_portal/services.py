@@ -769,12 +769,10 @@ def consents_resume_due(*, now=None) -> int:
     """Resume every suspension whose end has passed; run by beat, safe to run twice."""
     now = now or timezone.now()
     due = list(
-        Consent.objects.filter(state=Consent.SUSPENDED, suspended_until__lte=now).values_list(
-            "pk", "participant_id"
-        )
+        Consent.objects.filter(state=Consent.SUSPENDED, suspended_until__lte=now).values_list("pk", flat=True)
     )
     resumed = 0
-    for consent_id, participant_id in due:
+    for consent_id in due:
         with transaction.atomic():
             consent = Consent.objects.select_for_update().select_related("purpose", "participant").get(pk=consent_id)
             if consent.state != Consent.SUSPENDED or not consent.suspended_until or consent.suspended_until > now:

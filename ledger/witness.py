@@ -37,9 +37,9 @@ class Witness:
         self, *, name: str, private_key: Ed25519PrivateKey, logs: dict[str, list[str]], state: str
     ):
         note.check_key_name(name)
-        for origin, keys in logs.items():
+        for keys in logs.values():
             for vkey in keys:
-                note.parse_verifier_key(vkey)
+                note.parse_verifier_key(vkey)  # refuse a malformed key at start-up
         self.name, self.private_key, self.logs, self.state = name, private_key, logs, state
         with self._connect() as db:
             db.execute(

@@ -33,7 +33,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from consent_portal import demo, selectors, services  # noqa: E402
-from consent_portal.models import Consent, ConsentEvent, Custodian, Participant, Purpose, Sample  # noqa: E402
+from consent_portal.models import Consent, ConsentEvent, Participant, Purpose, Sample  # noqa: E402
 from identity import didkit_backend  # noqa: E402
 from identity import services as identity_services  # noqa: E402
 from ledger.canonical import canonical_json  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
             ConsentEvent.objects.bulk_create([
                 ConsentEvent(consent=consent, action=action, state_after=after, created_at=at, ledger_entry=entry,
                              signed_by="bench-loader")
-                for (consent, action, after, at), entry in zip(events, entries)
+                for (consent, action, after, at), entry in zip(events, entries, strict=True)
             ])
         done += len(consents)
         progress("consents", done, total, started)

@@ -1,5 +1,4 @@
 import pytest
-from django.db import connection
 
 from consent_portal import services
 from consent_portal.models import Consent, ConsentEvent, Participant
