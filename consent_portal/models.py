@@ -136,8 +136,10 @@ class ConsentEvent(models.Model):
     action = models.CharField(max_length=10, choices=ACTIONS)
     state_after = models.CharField(max_length=10, choices=Consent.STATES)
     # Who signed the decision: "participant-key" (their browser), "portal-custodial-key"
-    # (the portal, on their behalf, and it says so), or the system ("scheduled-resume",
-    # "withdrawal") for changes that are not a decision of that moment.
+    # (the portal, on their behalf, and it says so), or the system ("scheduled-resume") for
+    # changes that are not a decision of that moment. A revocation caused by a withdrawal
+    # carries the withdrawal's signature; events written before withdrawals were signed say
+    # "withdrawal".
     PARTICIPANT_KEY = "participant-key"
     CUSTODIAL_KEY = "portal-custodial-key"
     signed_by = models.CharField(max_length=20, default=CUSTODIAL_KEY)
@@ -297,6 +299,14 @@ class Withdrawal(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="withdrawals")
     level = models.CharField(max_length=12, choices=LEVELS)
     created_at = models.DateTimeField()
+    # Who signed the withdrawal, as on ConsentEvent: "participant-key" (their browser) or
+    # "portal-custodial-key" (the portal, on their behalf). The consents it revokes carry the
+    # same signature. Withdrawals recorded before they were signed say "portal-session".
+    SESSION_ONLY = "portal-session"
+    signed_by = models.CharField(max_length=20)
+    # The signed decision, a JWT VP over {type: WithdrawalDecision, participant, level, nonce,
+    # issued_at, domain}; its SHA-256 is in the ledger entry's payload.
+    decision_jwt = models.TextField(blank=True, default="")
     ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
 
     class Meta:

@@ -224,9 +224,14 @@ def _decision_signature(
     *, participant: Participant, action: str, purpose: Purpose, consent_id: int | None,
     signed_decision: str | None, now,
 ) -> DecisionSignature:
-    """A self-held key must have signed this exact decision in the participant's browser;
-    otherwise the portal signs it with the custodial key, and the event says so."""
     expected = _decision(participant=participant, action=action, purpose=purpose, consent_id=consent_id)
+    return _signature(participant=participant, expected=expected, signed_decision=signed_decision, now=now)
+
+
+def _signature(*, participant: Participant, expected: dict, signed_decision: str | None, now) -> DecisionSignature:
+    """A self-held key must have signed this exact decision (`expected`, as a challenge fixed
+    it) in the participant's browser; otherwise the portal signs it with the custodial key,
+    and the record says so. Consent decisions and withdrawals both come through here."""
     if participant.key_custody == Participant.SELF_CUSTODY:
         if not signed_decision:
             raise ConsentStateError("You hold your own key: sign this decision in your browser.")
@@ -260,9 +265,8 @@ def _decision_signature(
 # Consents --------------------------------------------------------------------------------
 
 
-# Changes the portal makes by itself, not on a decision the participant signed.
+# A change the portal makes by itself, not on a decision the participant signed.
 SCHEDULED_RESUME = DecisionSignature(signed_by="scheduled-resume", token="")
-WITHDRAWAL = DecisionSignature(signed_by="withdrawal", token="")
 
 
 def _consent_event_record(*, consent: Consent, action: str, now, signature: DecisionSignature) -> ConsentEvent:
@@ -792,26 +796,56 @@ _WITHDRAWAL_ACTIONS = {
 }
 
 
-def participant_withdraw(*, participant: Participant, level: str) -> Withdrawal:
+def _withdrawal_decision(*, participant: Participant, level: str) -> dict:
+    return {"type": "WithdrawalDecision", "participant": participant.did, "level": level}
+
+
+def withdrawal_challenge_create(*, participant: Participant, level: str, domain: str) -> dict:
+    """The exact withdrawal the participant's browser is to sign, with a one-time nonce, in
+    decision_challenge_create's shape: {"nonce", "domain", "decision"}."""
+    if level not in _WITHDRAWAL_ACTIONS:
+        raise ValueError(f"Unknown withdrawal level '{level}'.")
+    challenge = identity_services.challenge_create(
+        purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
+        expected=_withdrawal_decision(participant=participant, level=level),
+    )
+    return {"nonce": challenge.nonce, "domain": domain, "decision": challenge.expected["decision"]}
+
+
+def participant_withdraw(*, participant: Participant, level: str, signed_decision: str | None = None) -> Withdrawal:
     """Withdraw at one level. No further access or use revokes every live consent and tells
     each custodian holding the participant's samples what to do; no further use asks them to
-    destroy samples and data."""
+    destroy samples and data.
+
+    The withdrawal is a signed decision like a consent change: with a self-held key,
+    `signed_decision` is the participant's JWT VP over it (withdrawal_challenge_create);
+    without one, the portal signs with the custodial key. The withdrawal and every consent
+    it revokes carry that signature; their ledger entries carry its SHA-256.
+    """
     if level not in _WITHDRAWAL_ACTIONS:
         raise ValueError(f"Unknown withdrawal level '{level}'.")
     now = timezone.now()
     with transaction.atomic():
-        Participant.objects.select_for_update().get(pk=participant.pk)
+        # Lock the participant, and read its custody and DID as they are now.
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        signature = _signature(
+            participant=participant, expected=_withdrawal_decision(participant=participant, level=level),
+            signed_decision=signed_decision, now=now,
+        )
         action = _WITHDRAWAL_ACTIONS[level]
         if action is not None:
             live = Consent.objects.select_for_update().select_related("purpose", "participant").filter(
                 participant=participant
             ).exclude(state=Consent.REVOKED)
             for consent in live:
-                _consent_transition(consent=consent, action=ConsentEvent.REVOKE, now=now, signature=WITHDRAWAL)
+                _consent_transition(consent=consent, action=ConsentEvent.REVOKE, now=now, signature=signature)
         ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN).update(
             status=ConsentRequest.DECLINED, answered_at=now
         )
-        withdrawal = Withdrawal(participant=participant, level=level, created_at=now)
+        withdrawal = Withdrawal(
+            participant=participant, level=level, created_at=now,
+            signed_by=signature.signed_by, decision_jwt=signature.token,
+        )
         withdrawal.ledger_entry = ledger_services.entry_append(
             kind="participant.withdrew",
             payload={
@@ -820,6 +854,9 @@ def participant_withdraw(*, participant: Participant, level: str) -> Withdrawal:
                 "participant": str(participant.pseudonym),
                 "level": level,
                 "at": now.isoformat(),
+                "signed_by": signature.signed_by,
+                # The ledger holds the hash; the signed decision itself stays with the withdrawal.
+                "decision_sha256": hashlib.sha256(signature.token.encode()).hexdigest(),
             },
         )
         withdrawal.save(force_insert=True)
@@ -865,12 +902,16 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
     return instruction
 
 
-def participant_erase(*, participant: Participant) -> Erasure:
+def participant_erase(*, participant: Participant, signed_decision: str | None = None) -> Erasure:
     """Right to erasure: withdraw from all use, then delete the person (login, name, e-mail)
-    so the pseudonym on the ledger no longer points to anyone. The ledger is untouched."""
+    so the pseudonym on the ledger no longer points to anyone. The ledger is untouched.
+
+    The withdrawal at no further use, when one is still needed, is signed as in
+    participant_withdraw: `signed_decision` is the participant's signed withdrawal at that
+    level when they hold their own key."""
     with transaction.atomic():
         if not participant.withdrawals.filter(level=Withdrawal.NO_USE).exists():
-            participant_withdraw(participant=participant, level=Withdrawal.NO_USE)
+            participant_withdraw(participant=participant, level=Withdrawal.NO_USE, signed_decision=signed_decision)
         user = participant.user
         participant.user = None
         participant.save(update_fields=["user"])

@@ -9,10 +9,18 @@ import json
 import time
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
 from jwcrypto import jwk
 
 from consent_portal import services
-from consent_portal.models import ConsentEvent, Participant
+from consent_portal.models import (
+    ConsentEvent,
+    ConsentRequest,
+    Participant,
+    Withdrawal,
+    WithdrawalInstruction,
+)
 from identity import didkit_backend, jwt
 from identity.models import Challenge, DidKey
 from ledger.models import Entry
@@ -247,3 +255,154 @@ def test_retiring_a_key_needs_the_password(holder):
     with pytest.raises(services.KeyChangeError):
         services.participant_key_retire(participant=participant, did=key.did, password="wrong")
     assert DidKey.objects.get(did=key.did).retired_at is None
+
+
+# Withdrawal: a signed decision like the others ------------------------------------------------
+
+
+@pytest.fixture
+def donor(holder, purposes, custodian_and_token):
+    """A self-held participant with a signed consent, a sample and an open study request."""
+    participant, key = holder
+    purpose = purposes["general-research"]
+    services.consent_grant(participant=participant, purpose=purpose,
+                           signed_decision=signed(participant, key, action="grant", purpose=purpose)[1])
+    services.sample_register(custodian=custodian_and_token[0], identifier="S-1", participant=participant, kind="blood")
+    study = services.study_submit(identifier="heart-2026", title="Heart study", institution="U",
+                                  commercial=False, uses=[{"permission": "DUO:0000006"}])
+    ConsentRequest.objects.create(use=study.uses.get(), participant=participant,
+                                  purpose=purposes["health-medical-research"])
+    return participant, key
+
+
+def withdrawal_signed(participant, key, level, **present):
+    challenge = services.withdrawal_challenge_create(participant=participant, level=level, domain=DOMAIN)
+    return challenge, key.present(nonce=challenge["nonce"], decision=challenge["decision"], **present)
+
+
+def _payload(entry):
+    return json.loads(bytes(entry.payload))
+
+
+@pytest.mark.parametrize("level, revoked", [("no_contact", False), ("no_access", True), ("no_use", True)])
+def test_a_self_held_key_signs_a_withdrawal(donor, level, revoked):
+    participant, key = donor
+    challenge, token = withdrawal_signed(participant, key, level)
+    assert challenge["decision"] == {
+        "type": "WithdrawalDecision", "participant": key.did, "level": level,
+        "nonce": challenge["nonce"], "issued_at": challenge["decision"]["issued_at"], "domain": DOMAIN,
+    }
+    withdrawal = services.participant_withdraw(participant=participant, level=level, signed_decision=token)
+    withdrawal.refresh_from_db()
+    assert (withdrawal.signed_by, withdrawal.decision_jwt) == ("participant-key", token)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert _payload(withdrawal.ledger_entry) == {
+        **_payload(withdrawal.ledger_entry), "level": level, "signed_by": "participant-key", "decision_sha256": digest,
+    }
+    assert Challenge.objects.get(nonce=challenge["nonce"]).used_at is not None
+    consent = participant.consents.get()
+    assert consent.state == ("revoked" if revoked else "granted")
+    if revoked:
+        # The revocation the withdrawal causes carries the participant's signed withdrawal.
+        event = consent.events.get(action="revoke")
+        assert (event.signed_by, event.decision_jwt) == ("participant-key", token)
+        assert _payload(event.ledger_entry)["decision_sha256"] == digest
+        assert _payload(event.ledger_entry)["signed_by"] == "participant-key"
+        assert WithdrawalInstruction.objects.filter(withdrawal=withdrawal).count() == 1
+    assert ConsentRequest.objects.get().status == "declined"
+
+
+def test_a_custodial_withdrawal_is_signed_by_the_portal_and_says_so(participant, purposes):
+    services.consent_grant(participant=participant, purpose=purposes["general-research"])
+    withdrawal = services.participant_withdraw(participant=participant, level="no_use")
+    assert withdrawal.signed_by == "portal-custodial-key"
+    claims = jwt.claims(withdrawal.decision_jwt)
+    assert claims["iss"] == participant.did
+    assert claims["decision"]["type"] == "WithdrawalDecision" and claims["decision"]["level"] == "no_use"
+    result = didkit_backend.verify_presentation(withdrawal.decision_jwt, challenge=claims["nonce"], domain=claims["aud"])
+    assert result["errors"] == []
+    digest = hashlib.sha256(withdrawal.decision_jwt.encode()).hexdigest()
+    assert _payload(withdrawal.ledger_entry)["signed_by"] == "portal-custodial-key"
+    assert _payload(withdrawal.ledger_entry)["decision_sha256"] == digest
+    event = participant.consents.get().events.get(action="revoke")
+    assert (event.signed_by, event.decision_jwt) == ("portal-custodial-key", withdrawal.decision_jwt)
+    assert _payload(event.ledger_entry)["decision_sha256"] == digest
+
+
+def _withdrawal_refused(participant, level, token, check):
+    entries, events = Entry.objects.count(), ConsentEvent.objects.count()
+    with pytest.raises(services.ConsentStateError, match=check):
+        services.participant_withdraw(participant=participant, level=level, signed_decision=token)
+    # Nothing written: no withdrawal, no revocation, no instruction, no ledger entry.
+    assert not Withdrawal.objects.exists() and not WithdrawalInstruction.objects.exists()
+    assert participant.consents.get().state == "granted"
+    assert (Entry.objects.count(), ConsentEvent.objects.count()) == (entries, events)
+    assert ConsentRequest.objects.get().status == "open"
+
+
+def test_an_unsigned_withdrawal_is_refused_for_a_self_held_key(donor):
+    participant, _ = donor
+    _withdrawal_refused(participant, "no_use", None, "sign this decision")
+
+
+def test_a_withdrawal_signed_by_another_key_is_refused(donor):
+    participant, key = donor
+    challenge, _ = withdrawal_signed(participant, key, "no_use")
+    forger = BrowserKey()
+    _withdrawal_refused(participant, "no_use",
+                        forger.present(nonce=challenge["nonce"], decision=challenge["decision"]), r"\(signer\)")
+    token = forger.present(nonce=challenge["nonce"], decision=challenge["decision"], did=key.did)
+    _withdrawal_refused(participant, "no_use", token, r"\(signature\)")
+
+
+def test_a_replayed_withdrawal_is_refused(donor):
+    participant, key = donor
+    _, token = withdrawal_signed(participant, key, "no_contact")
+    services.participant_withdraw(participant=participant, level="no_contact", signed_decision=token)
+    entries = Entry.objects.count()
+    with pytest.raises(services.ConsentStateError, match=r"\(challenge\).*replay"):
+        services.participant_withdraw(participant=participant, level="no_contact", signed_decision=token)
+    assert Withdrawal.objects.count() == 1 and Entry.objects.count() == entries
+
+
+def test_a_withdrawal_with_an_altered_level_is_refused(donor):
+    participant, key = donor
+    challenge, token = withdrawal_signed(participant, key, "no_contact")
+    # The signed payload altered to a harsher level than the portal asked to sign.
+    altered = {**challenge["decision"], "level": "no_use"}
+    _withdrawal_refused(participant, "no_use", key.present(nonce=challenge["nonce"], decision=altered),
+                        r"\(payload\)")
+    # The untouched signature over "no further contact", applied as "no further use".
+    _withdrawal_refused(participant, "no_use", token, r"\(payload\).*another change")
+
+
+def test_a_withdrawal_for_another_domain_is_refused(donor):
+    participant, key = donor
+    _, token = withdrawal_signed(participant, key, "no_use", domain="evil.test")
+    _withdrawal_refused(participant, "no_use", token, r"\(domain\)")
+
+
+def test_a_consent_decision_cannot_stand_for_a_withdrawal_or_the_reverse(donor):
+    participant, key = donor
+    consent = participant.consents.get()
+    _, revoke = signed(participant, key, action="revoke", consent_id=consent.pk)
+    _withdrawal_refused(participant, "no_use", revoke, r"\(payload\)")
+    _, withdraw = withdrawal_signed(participant, key, "no_use")
+    with pytest.raises(services.ConsentStateError, match=r"\(payload\)"):
+        services.consent_change(participant=participant, consent_id=consent.pk, action="revoke",
+                                signed_decision=withdraw)
+    assert participant.consents.get().state == "granted"
+
+
+def test_erasure_by_a_self_held_participant_needs_their_signed_withdrawal(donor):
+    participant, key = donor
+    with pytest.raises(services.ConsentStateError, match="sign this decision"):
+        services.participant_erase(participant=participant)
+    assert get_user_model().objects.filter(pk=participant.user_id).exists()
+    assert not Withdrawal.objects.exists()
+    _, token = withdrawal_signed(participant, key, "no_use")
+    services.participant_erase(participant=participant, signed_decision=token)
+    withdrawal = Withdrawal.objects.get()
+    assert (withdrawal.level, withdrawal.signed_by, withdrawal.decision_jwt) == ("no_use", "participant-key", token)
+    assert Participant.objects.get(pk=participant.pk).user is None
+
