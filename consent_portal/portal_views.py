@@ -195,13 +195,34 @@ def withdraw(request, participant):
         elif request.POST.get("confirm") != "yes":
             messages.error(request, "Tick the box to confirm that you want to withdraw.")
         else:
-            services.participant_withdraw(participant=participant, level=level)
-            messages.success(request, f"Your withdrawal ({dict(Withdrawal.LEVELS)[level]}) is recorded.")
+            try:
+                services.participant_withdraw(
+                    participant=participant, level=level, signed_decision=request.POST.get("signed_decision") or None
+                )
+            except services.ConsentStateError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Your withdrawal ({dict(Withdrawal.LEVELS)[level]}) is recorded.")
         return redirect("portal-withdraw")
     return render(
         request, "portal/withdraw.html",
         {"participant": participant, "levels": Withdrawal.LEVELS,
-         "withdrawals": selectors.withdrawals_of(participant=participant)},
+         "withdrawals": selectors.withdrawals_of(participant=participant),
+         "signing_dids": selectors.signing_dids(participant=participant),
+         # Erasure withdraws at no further use first, unless that is done: then it is signed too.
+         "erase_withdraws": not participant.withdrawals.filter(level=Withdrawal.NO_USE).exists()},
+    )
+
+
+@participant_required
+@require_POST
+def withdrawal_challenge(request, participant):
+    """The exact withdrawal the browser is to sign, and a one-time nonce (JSON)."""
+    level = request.POST.get("level", "")
+    if level not in dict(Withdrawal.LEVELS):
+        return JsonResponse({"error": "Choose one of the withdrawal levels."}, status=400)
+    return JsonResponse(
+        services.withdrawal_challenge_create(participant=participant, level=level, domain=request.get_host())
     )
 
 
@@ -211,7 +232,11 @@ def erase(request, participant):
     if request.POST.get("confirm") != "erase my data":
         messages.error(request, "Type “erase my data” to confirm erasure.")
         return redirect("portal-withdraw")
-    services.participant_erase(participant=participant)
+    try:
+        services.participant_erase(participant=participant, signed_decision=request.POST.get("signed_decision") or None)
+    except services.ConsentStateError as exc:
+        messages.error(request, str(exc))
+        return redirect("portal-withdraw")
     logout(request)
     return render(request, "portal/erased.html")
 

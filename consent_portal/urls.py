@@ -36,6 +36,7 @@ urlpatterns = [
     path("portal/requests/", portal_views.requests_list, name="portal-requests"),
     path("portal/requests/<int:request_id>/answer/", portal_views.request_answer, name="portal-request-answer"),
     path("portal/withdraw/", portal_views.withdraw, name="portal-withdraw"),
+    path("portal/withdraw/challenge", portal_views.withdrawal_challenge, name="portal-withdrawal-challenge"),
     path("portal/erase/", portal_views.erase, name="portal-erase"),
     path("portal/consents/<int:consent_id>/fhir.json", portal_views.consent_fhir, name="portal-consent-fhir"),
     path("ethics/", ethics_views.dashboard, name="ethics-dashboard"),

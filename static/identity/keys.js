@@ -5,8 +5,8 @@
 // its did:key. Only the public key is ever exported, to compute the did:key.
 //
 // Signing: a JWT verifiable presentation (VC Data Model 1.1, section 6.3.1), ES256, with the
-// server's one-time nonce and the portal's domain as aud. For a consent decision the payload
-// also carries "decision": the object the server built, unchanged.
+// server's one-time nonce and the portal's domain as aud. For a consent decision or a
+// withdrawal the payload also carries "decision": the object the server built, unchanged.
 "use strict";
 
 (function () {
@@ -166,12 +166,18 @@
       try {
         const entry = await findKey(dids);
         if (!entry) throw new Error("This browser holds none of your registered keys. Add this device on the My keys page.");
-        const challenge = await postForm(form.dataset.challengeUrl, {
+        const fields = {
           csrfmiddlewaretoken: csrf(form),
           action: form.dataset.action,
           purpose: form.dataset.purpose,
           consent: form.dataset.consent,
-        });
+        };
+        // Choices made in the form itself (a withdrawal's level) are part of the decision too.
+        for (const name of (form.dataset.signFields || "").split(/\s+/).filter(Boolean)) {
+          const field = form.elements.namedItem(name);
+          fields[name] = field ? field.value : "";
+        }
+        const challenge = await postForm(form.dataset.challengeUrl, fields);
         form.querySelector("input[name=signed_decision]").value = await signPresentation(entry, challenge);
         form.dataset.signed = "yes";
         form.submit();

@@ -91,3 +91,7 @@ def test_answer_a_study_request_and_withdraw_in_chromium(page, screenshot):
     expect(page.get_by_test_id("confirmation")).to_contain_text("awaiting the custodian")
     screenshot("withdraw")
     assert participant.consents.get().state == "revoked"
+    # A custodial participant's withdrawal is signed by the portal, and says so.
+    expect(page.get_by_test_id("signed-by")).to_have_text("portal-custodial-key")
+    assert participant.withdrawals.get().signed_by == "portal-custodial-key"
+    assert participant.consents.get().events.get(action="revoke").signed_by == "portal-custodial-key"

@@ -1,10 +1,13 @@
 """A participant takes their key into the browser and signs every decision with it."""
 
+import hashlib
+import json
+
 import pytest
 from playwright.sync_api import expect
 
 from consent_portal import demo
-from consent_portal.models import Participant
+from consent_portal.models import Participant, Withdrawal
 from identity import didkit_backend, jwt
 from identity.models import DidKey
 from ledger.models import Entry
@@ -14,14 +17,14 @@ pytestmark = pytest.mark.browser
 PASSWORD = "a long browser password 8"
 
 
-def test_browser_held_key_signs_every_decision(page, screenshot):
-    demo.purposes_load()
+def sign_up_and_hold_a_key(page, username):
+    """Sign up (custodial), then create a key in this browser on the My keys page."""
     page.goto("/signup/")
-    page.fill("#id_username", "key-holder")
+    page.fill("#id_username", username)
     page.fill("#id_password1", PASSWORD)
     page.fill("#id_password2", PASSWORD)
     page.click("button[type=submit]")
-    custodial_did = Participant.objects.get(user__username="key-holder").did
+    custodial_did = Participant.objects.get(user__username=username).did
 
     page.click("text=My keys")
     expect(page.get_by_test_id("custody")).to_contain_text("The portal holds a key for you")
@@ -32,6 +35,12 @@ def test_browser_held_key_signs_every_decision(page, screenshot):
     expect(page.locator(".messages")).to_contain_text("This browser now holds a key")
     expect(page.get_by_test_id("custody")).to_contain_text("You hold your own key")
     expect(page.get_by_test_id("did")).to_contain_text("did:key:zDn")
+    return custodial_did
+
+
+def test_browser_held_key_signs_every_decision(page, screenshot):
+    demo.purposes_load()
+    custodial_did = sign_up_and_hold_a_key(page, "key-holder")
     screenshot("identity-keys")
 
     participant = Participant.objects.get(user__username="key-holder")
@@ -91,3 +100,59 @@ def test_browser_held_key_signs_every_decision(page, screenshot):
     expect(page.locator(".messages")).to_contain_text("your consent is granted")
     grant = participant.consents.get(purpose__slug="health-medical-research").events.get()
     assert grant.signed_by == "participant-key" and jwt.claims(grant.decision_jwt)["iss"] == participant.did
+
+
+def test_browser_held_key_signs_a_withdrawal(page, browser, live_server, screenshot):
+    demo.purposes_load()
+    sign_up_and_hold_a_key(page, "withdrawer")
+    participant = Participant.objects.get(user__username="withdrawer")
+    page.click("text=My consents")
+    page.locator("tr[data-purpose=general-research]").get_by_role("button", name="Grant").click()
+    expect(page.locator(".messages")).to_contain_text("You granted consent")
+
+    page.click("text=Withdraw")
+    expect(page.get_by_test_id("signing-note")).to_be_visible()
+    page.check("input[value=no_access]")
+    page.check("input[name=confirm]")
+    page.get_by_role("button", name="Withdraw").click()
+    expect(page.locator(".messages")).to_contain_text("No further access")
+    expect(page.get_by_test_id("withdrawal").get_by_test_id("signed-by")).to_have_text("participant-key")
+    screenshot("identity-signed-withdrawal")
+
+    # The revocation the withdrawal caused shows the participant's signature in the history.
+    page.click("text=History")
+    events = page.get_by_test_id("event")
+    expect(events).to_have_count(2)
+    expect(events.nth(0)).to_contain_text("revoke")
+    expect(events.nth(0)).to_contain_text("participant-key")
+
+    withdrawal = Withdrawal.objects.get(participant=participant)
+    assert (withdrawal.level, withdrawal.signed_by) == ("no_access", "participant-key")
+    token = withdrawal.decision_jwt
+    claims = jwt.claims(token)
+    assert jwt.header(token)["alg"] == "ES256" and claims["iss"] == participant.did
+    assert claims["decision"] == {**claims["decision"], "type": "WithdrawalDecision", "level": "no_access",
+                                  "participant": participant.did}
+    assert didkit_backend.verify_presentation(token, challenge=claims["nonce"], domain=claims["aud"])["errors"] == []
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert json.loads(bytes(withdrawal.ledger_entry.payload))["decision_sha256"] == digest
+    revoke = participant.consents.get().events.get(action="revoke")
+    assert (revoke.signed_by, revoke.decision_jwt) == ("participant-key", token)
+    assert json.loads(bytes(revoke.ledger_entry.payload))["decision_sha256"] == digest
+
+    # A browser without the participant's key cannot withdraw for them, logged in or not.
+    other = browser.new_context(base_url=live_server.url)
+    try:
+        elsewhere = other.new_page()
+        elsewhere.goto("/login/")
+        elsewhere.fill("#id_username", "withdrawer")
+        elsewhere.fill("#id_password", PASSWORD)
+        elsewhere.click("button[type=submit]")
+        elsewhere.click("text=Withdraw")
+        elsewhere.check("input[value=no_use]")
+        elsewhere.check("input[name=confirm]")
+        elsewhere.get_by_role("button", name="Withdraw").click()
+        expect(elsewhere.locator(".sign-error")).to_contain_text("holds none of your registered keys")
+    finally:
+        other.close()
+    assert Withdrawal.objects.filter(participant=participant).count() == 1

@@ -406,3 +406,22 @@ def test_erasure_by_a_self_held_participant_needs_their_signed_withdrawal(donor)
     assert (withdrawal.level, withdrawal.signed_by, withdrawal.decision_jwt) == ("no_use", "participant-key", token)
     assert Participant.objects.get(pk=participant.pk).user is None
 
+
+def test_the_withdraw_page_signs_through_the_challenge_and_refuses_what_is_unsigned(donor):
+    participant, key = donor
+    client = Client()
+    client.force_login(participant.user)
+    page = client.get("/portal/withdraw/").content.decode()
+    assert "data-sign-decision" in page and 'data-sign-fields="level"' in page and key.did in page
+    assert client.post("/portal/withdraw/challenge", {"level": "everything"}).status_code == 400
+    response = client.post("/portal/withdraw/", {"level": "no_use", "confirm": "yes"}, follow=True)
+    assert "sign this decision" in response.content.decode()
+    assert not Withdrawal.objects.exists() and participant.consents.get().state == "granted"
+    challenge = client.post("/portal/withdraw/challenge", {"level": "no_use"}).json()
+    assert challenge["domain"] == "testserver" and challenge["decision"]["level"] == "no_use"
+    token = key.present(nonce=challenge["nonce"], domain="testserver", decision=challenge["decision"])
+    response = client.post("/portal/withdraw/", {"level": "no_use", "confirm": "yes", "signed_decision": token},
+                           follow=True)
+    assert "is recorded" in response.content.decode()
+    assert Withdrawal.objects.get().decision_jwt == token
+    assert participant.consents.get().state == "revoked"
