@@ -140,13 +140,9 @@ def entry_append(*, kind: str, payload: dict) -> Entry:
 
 
 def _enqueue_seal() -> None:
-    from ledger.tasks import seal_pending  # tasks import this module
+    from ledger.tasks import seal_soon  # tasks import this module
 
-    try:
-        seal_pending.delay()
-    except Exception:
-        # The entry is committed and stays pending; the beat sweep seals it later.
-        logger.warning("ledger: could not enqueue sealing, the sweep will seal it", exc_info=True)
+    seal_soon()
 
 
 def _tree_state_locked() -> TreeState:

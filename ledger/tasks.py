@@ -1,17 +1,84 @@
-"""Thin Celery tasks around the sequencer and the witness push; all safe to run twice."""
+"""Thin Celery tasks around the sequencer and the witness push; all safe to run twice.
+
+Every committed entry asks for a seal (services._enqueue_seal calls seal_soon). Sealing
+takes whatever is pending, so one queued task serves every entry committed before it
+starts: with a Redis broker a flag says "a seal is queued" and later entries do not queue
+another until the task has started and cleared it. Without the flag (another broker, Redis
+unreachable) every entry enqueues, as before. Nothing depends on the flag for safety: an
+entry whose task was lost stays pending and the beat sweep seals it.
+"""
 
 import logging
+from functools import lru_cache
 
 from celery import shared_task
+from django.conf import settings
 
 from ledger.selectors import witnesses_to_push
 from ledger.services import ledger_seal_pending, ledger_witness_push
 
 logger = logging.getLogger(__name__)
 
+# Longer than a queued seal normally waits, so a lost task is replaced soon after.
+SEAL_FLAG_SECONDS = 5
+
+
+@lru_cache(maxsize=1)
+def _redis_client(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def _flag_store():
+    """A Redis client on the broker's server, or None when tasks run in-process or the
+    broker is not Redis."""
+    url = settings.CELERY_BROKER_URL
+    if seal_pending.app.conf.task_always_eager or not url.startswith(("redis://", "rediss://")):
+        return None
+    return _redis_client(url)
+
+
+def _seal_flag() -> str:
+    return f"ledger:seal-queued:{settings.CELERY_TASK_DEFAULT_QUEUE}"
+
+
+def seal_soon() -> None:
+    """Queue a seal unless one is already queued and not yet started."""
+    store = _flag_store()
+    if store is not None:
+        try:
+            if not store.set(_seal_flag(), 1, nx=True, ex=SEAL_FLAG_SECONDS):
+                return  # the queued task will take this entry too
+        except Exception:
+            logger.warning("ledger: seal flag unavailable, enqueueing anyway", exc_info=True)
+            store = None
+    try:
+        seal_pending.delay()
+    except Exception:
+        # The entry is committed and stays pending; the beat sweep seals it later.
+        logger.warning("ledger: could not enqueue sealing, the sweep will seal it", exc_info=True)
+        if store is not None:
+            try:
+                store.delete(_seal_flag())
+            except Exception:
+                pass
+
+
+def _clear_seal_flag() -> None:
+    # Cleared before reading what is pending: an entry committed after this point queues a
+    # task of its own, one committed before it is read by this task.
+    store = _flag_store()
+    if store is not None:
+        try:
+            store.delete(_seal_flag())
+        except Exception:
+            logger.warning("ledger: could not clear the seal flag; it expires by itself", exc_info=True)
+
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def seal_pending() -> int:
+    _clear_seal_flag()
     sealed = ledger_seal_pending()
     if sealed and witnesses_to_push():
         # A new checkpoint: ask the witnesses to cosign it, outside the sealing lock. A log

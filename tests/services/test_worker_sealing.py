@@ -62,3 +62,30 @@ def test_with_the_broker_down_nothing_is_lost_and_the_sweep_seals_it(real_servic
 
     sweep()
     assert pending() == 0
+
+
+def test_a_burst_of_entries_queues_one_seal_and_that_seal_takes_them_all(real_services):
+    import redis
+    from django.db import transaction
+
+    from consent_portal.celery import app as celery_app
+    from ledger import services as ledger_services
+    from ledger import tasks
+
+    queue = celery_app.conf.task_default_queue
+    broker = redis.Redis.from_url(real_services)
+    broker.delete(queue, tasks._seal_flag())
+    for n in range(20):
+        with transaction.atomic():  # each commit asks for a seal
+            ledger_services.entry_append(kind="test.burst", payload={"n": n})
+    # No worker consumes this queue: one task waits there for all twenty entries.
+    assert broker.llen(queue) == 1
+    assert pending() == 20
+    # What a worker runs: the task clears the flag first, then seals everything pending.
+    assert tasks.seal_pending() == 20
+    assert pending() == 0
+    # The flag is gone, so the next entry queues a task of its own.
+    with transaction.atomic():
+        ledger_services.entry_append(kind="test.burst", payload={"n": 20})
+    assert broker.llen(queue) == 2
+    broker.delete(queue)
