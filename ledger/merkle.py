@@ -176,9 +176,8 @@ class CompactRange:
                 # Its left sibling is the old frontier subtree at this level.
                 run = [pending[level], *run]
                 first -= 1
-            pairs = len(run) >> 1
-            blob = b"".join(run[: 2 * pairs])
-            run = [sha256(b"\x01" + blob[i : i + 64]).digest() for i in range(0, 64 * pairs, 64)]
+            pairs = iter(run)  # zip(pairs, pairs) takes them two by two, an odd last one left
+            run = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
             level, first = level + 1, first >> 1
         by_level = {lv: (i, hashes) for lv, i, hashes in runs}
         stack = []
@@ -192,6 +191,10 @@ class CompactRange:
 
     def root(self) -> bytes:
         return fold([h for _, h in self._stack])
+
+    def frontier(self) -> list[tuple[int, bytes]]:
+        """The (level, hash) of the complete subtrees covering [0, size), largest first."""
+        return list(self._stack)
 
 
 def verify_inclusion(
