@@ -9,14 +9,12 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Subquery
 from django.utils import timezone
 
-from ledger import cosign, merkle, note
+from ledger import cosign, integrity, merkle, note
 from ledger.canonical import canonical_json
 from ledger.keys import ledger_key_get_or_create, log_private_key
 
@@ -26,7 +24,6 @@ from ledger.models import (
     Checkpoint,
     Cosignature,
     Entry,
-    LogKey,
     Member,
     MemberToken,
     TreeNode,
@@ -275,214 +272,34 @@ def ledger_seal_pending(*, max_batch: int | None = None) -> int:
             return total
 
 
-@dataclass
-class VerifyReport:
-    entries: int = 0
-    checkpoints: int = 0
-    nodes: int = 0
-    pending: int = 0
-    first_bad_index: int | None = None
-    problems: list[str] = field(default_factory=list)
-    # What to name first: the lowest bad entry if there is one, else the first problem.
-    headline: str | None = None
+# -- the integrity check (its machinery is ledger.integrity) --
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def bad(self, message: str, index: int | None = None) -> None:
-        self.problems.append(message)
-        if index is not None and (self.first_bad_index is None or index < self.first_bad_index):
-            self.first_bad_index, self.headline = index, message
-        elif self.headline is None:
-            self.headline = message
-
-
-def _stored_nodes(runs: dict[int, tuple[int, list[bytes]]]) -> dict[int, list[tuple]]:
-    """The stored (index, hash) rows for these per-level index runs, in one query."""
-    qn = connection.ops.quote_name
-    where, params = [], []
-    for level, (first, hashes) in runs.items():
-        where.append(f"({qn('level')} = %s AND {qn('index')} >= %s AND {qn('index')} < %s)")
-        params += [level, first, first + len(hashes)]
-    sql = (
-        f"SELECT {qn('level')}, {qn('index')}, {qn('hash')} FROM "
-        f"{qn(TreeNode._meta.db_table)} WHERE {' OR '.join(where)} "
-        f"ORDER BY {qn('level')}, {qn('index')}"
-    )
-    found: dict[int, list[tuple]] = {level: [] for level in runs}
-    for level, index, digest in _fetch(sql, params):
-        found[level].append((index, digest))
-    return found
-
-
-def _verify_nodes(runs: dict[int, tuple[int, list[bytes]]], report: VerifyReport) -> None:
-    """Compares recomputed subtrees (per level: first index, hashes) with the stored ones.
-
-    The primary key makes (level, index) unique, so a run is intact when the range holds
-    as many rows as the run and their hashes, in index order, equal it.
-    """
-    if not runs:
-        return
-    stored = _stored_nodes(runs)
-    for level in sorted(runs):
-        first, hashes = runs[level]
-        rows = stored[level]
-        report.nodes += len(hashes)
-        if len(rows) == len(hashes) and [bytes(h) for _, h in rows] == hashes:
-            continue
-        by_index = {index: bytes(h) for index, h in rows}
-        for offset, digest in enumerate(hashes):
-            found = by_index.get(first + offset)
-            if found != digest:
-                state = "missing" if found is None else "hash mismatch"
-                report.bad(f"tree node (level {level}, index {first + offset}): {state}")
-
-
-def _fetch(sql: str, params: list) -> list[tuple]:
-    """All rows of one query; on PostgreSQL through a binary, server-bound psycopg cursor
-    (bytea arrive as bytes, no ORM rows), elsewhere through Django's cursor."""
-    if connection.vendor == "postgresql":
-        with _raw_cursor() as cursor:
-            cursor.execute(sql, params, binary=True)
-            return cursor.fetchall()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _entry_page(start: int, end: int) -> list[tuple]:
-    """Rows (index, kind, payload, leaf_hash) with start <= index < end, in index order.
-
-    (Pre-checking "kind" with PostgreSQL's jsonb was measured: 2.6 us a row on the server,
-    against 2.3 us for json.loads here, so the kind is read in Python.)
-    """
-    qn = connection.ops.quote_name
-    index = qn("index")
-    return _fetch(
-        f"SELECT {index}, {qn('kind')}, {qn('payload')}, {qn('leaf_hash')} FROM "
-        f"{qn(Entry._meta.db_table)} WHERE {index} >= %s AND {index} < %s ORDER BY {index}",
-        [start, end],
-    )
-
-
-def _kind_ok(payload: bytes, kind: str) -> bool:
-    try:
-        labelled = json.loads(payload).get("kind")
-    except (ValueError, AttributeError):
-        labelled = None
-    return labelled == kind
-
-
-def _verify_checkpoint(row, computed_root: bytes | None, verifiers, report: VerifyReport) -> None:
-    size, root, text = row[0], bytes(row[1]), row[2]
-    report.checkpoints += 1
-    try:
-        signed = note.open_checkpoint(text, verifiers)
-    except note.NoteError as exc:
-        report.bad(f"checkpoint {size}: {exc}")
-        return
-    if signed != (settings.LEDGER_ORIGIN, size, root):
-        report.bad(f"checkpoint {size}: signed note does not match the stored origin, size or root")
-    if computed_root is None:
-        report.bad(f"checkpoint {size}: the log has no tree of that size")
-    elif computed_root != root:
-        report.bad(f"checkpoint {size}: root hash does not match the entries")
+VerifyReport = integrity.VerifyReport
+_kind_ok = integrity.kind_ok
 
 
 def ledger_verify(
-    *, progress: Callable[[int, int], None] | None = None, chunk_size: int = 2000
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = integrity.DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Recomputes the log from the payload bytes and checks every stored hash against it.
 
     Checks the tree as of the head read first, so sealing may go on meanwhile: sealed
-    rows never change and later ones lie beyond it. Reads entries a page of chunk_size
-    indexes at a time (plain cursor rows, not model rows) and extends a compact range
-    level by level, so memory stays constant: every leaf hash and kind, every stored
-    subtree, the root at every checkpoint size, each checkpoint's signature, and the
-    head itself.
+    rows never change and later ones lie beyond it. Every leaf hash and kind, every stored
+    subtree, the root at every checkpoint size, each checkpoint's signature, and the head
+    itself; a gap ends the check there, named as the first bad entry. Entries are read a
+    page of chunk_size indexes at a time, so memory stays constant; progress(done, total)
+    is called after each page.
+
+    workers: processes verifying entries in parallel (None: os.cpu_count() for a log of
+    integrity.PARALLEL_MIN_ENTRIES or more, else 1). Only on PostgreSQL and outside a
+    transaction, since the workers read committed rows over their own connections;
+    elsewhere, and with 1, everything runs in this process. The report is the same either
+    way.
     """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
-    report = VerifyReport()
-    # One statement, one snapshot: the sequencer writes the head and its checkpoint together.
-    latest = Checkpoint.objects.order_by("-size").values("size")[:1]
-    head = (
-        TreeState.objects.filter(id=1)
-        .annotate(latest=Subquery(latest))
-        .values_list("size", "root_hash", "latest")
-        .first()
-    )
-    if head is None:
-        if Entry.objects.filter(index__isnull=False).exists():
-            report.bad("tree state: missing while entries are sealed")
-        head = (0, merkle.EMPTY_ROOT, None)
-    size, head_root, latest_size = head
-    if size and latest_size != size:
-        report.bad(f"tree state: size {size}, but the latest checkpoint is for {latest_size}")
-    verifiers = [note.verifier_key(k.name, bytes(k.public_key)) for k in LogKey.objects.all()]
-    checkpoints = (
-        Checkpoint.objects.filter(size__lte=size)
-        .order_by("size")
-        .values_list("size", "root_hash", "note")
-        .iterator(chunk_size=500)
-    )
-    next_checkpoint = next(checkpoints, None)
-    tree = merkle.CompactRange()
-
-    def checkpoints_due():
-        nonlocal next_checkpoint
-        while next_checkpoint is not None and next_checkpoint[0] <= tree.size:
-            root = tree.root() if next_checkpoint[0] == tree.size else None
-            _verify_checkpoint(next_checkpoint, root, verifiers, report)
-            next_checkpoint = next(checkpoints, None)
-
-    checkpoints_due()
-    sha256 = hashlib.sha256
-    while tree.size < size:
-        start = tree.size
-        rows = _entry_page(start, min(start + chunk_size, size))
-        if not rows or rows[-1][0] != start + len(rows) - 1:
-            # Indexes are unique and sorted: the page is whole up to its first gap.
-            rows = [row for offset, row in enumerate(rows) if row[0] == start + offset]
-            rows = rows[: next((o for o, r in enumerate(rows) if r[0] != start + o), len(rows))]
-        if not rows:
-            break
-        runs: dict[int, tuple[int, list[bytes]]] = {}
-        position = 0
-        while position < len(rows):
-            # Up to the next checkpoint inside the page, so its root can be taken there.
-            stop = len(rows)
-            if next_checkpoint is not None and next_checkpoint[0] < start + stop:
-                stop = max(next_checkpoint[0] - start, position + 1)
-            segment = rows[position:stop]
-            leaves = [sha256(b"\x00" + bytes(row[2])).digest() for row in segment]
-            for row, leaf in zip(segment, leaves, strict=True):
-                index, kind, payload, stored_leaf = row
-                if stored_leaf is None or bytes(stored_leaf) != leaf:
-                    report.bad(f"entry {index}: leaf hash mismatch", index)
-                if not _kind_ok(bytes(payload), kind):
-                    report.bad(f"entry {index}: kind {kind!r} does not match the payload", index)
-            for level, first, hashes in tree.extend(leaves):
-                if level in runs:
-                    runs[level][1].extend(hashes)
-                else:
-                    runs[level] = (first, hashes)
-            checkpoints_due()
-            position = stop
-        _verify_nodes(runs, report)
-        if len(rows) < min(chunk_size, size - start):
-            break
-        if progress and (tree.size % chunk_size == 0 or tree.size == size):
-            progress(tree.size, size)
-    report.entries = tree.size
-    if tree.size < size:
-        # The checkpoints past a gap cannot be recomputed; the gap is the finding.
-        report.bad(f"entry {tree.size}: missing", tree.size)
-    elif tree.root() != bytes(head_root):
-        report.bad(f"tree state: root does not match the {size} entries")
-    report.pending = Entry.objects.filter(index__isnull=True).count()
-    return report
+    return integrity.verify_log(progress=progress, chunk_size=chunk_size, workers=workers)
 
 
 # -- consortium members, tokens and witnesses --
