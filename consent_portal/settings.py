@@ -132,6 +132,13 @@ TEMPLATES = [
 
 if os.getenv("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # The few hot queries that run through a server-binding psycopg cursor (the consent
+        # check, the sequencer) are prepared after this many runs on a connection; Django's
+        # own queries bind client-side and are never prepared. 0 turns preparing off (a
+        # proxy that pools by transaction, such as PgBouncer before 1.21, needs that).
+        _prepare = envint("DATABASE_PREPARE_THRESHOLD", "5")
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = _prepare if _prepare > 0 else None
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

@@ -14,6 +14,8 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import os
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +30,21 @@ _DIDKIT_ERRORS = (didkit.DIDKitException, ValueError)
 
 class CredentialError(ValueError):
     """didkit refused a key, DID, credential or proof; the message says why."""
+
+
+_loops = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop for didkit calls, made once: asyncio.run would build and
+    tear down a loop (and its selector) on every call, which costs a fair part of a
+    signature."""
+    loop = getattr(_loops, "loop", None)
+    # A forked child (a Celery or gunicorn worker) must not share its parent's selector.
+    if loop is None or loop.is_closed() or _loops.pid != os.getpid():
+        loop, _loops.pid = asyncio.new_event_loop(), os.getpid()
+        _loops.loop = loop
+    return loop
 
 
 def _run(call: Callable[[], Awaitable[str]]) -> str:
@@ -46,10 +63,15 @@ def _run(call: Callable[[], Awaitable[str]]) -> str:
     except RuntimeError:
         pass
     else:
+        # A short-lived thread: a loop of its own, closed with it.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(_run, call).result()
+            return pool.submit(_run_in, lambda: asyncio.run(main())).result()
+    return _run_in(lambda: _thread_loop().run_until_complete(main()))
+
+
+def _run_in(run: Callable[[], str]) -> str:
     try:
-        return asyncio.run(main())
+        return run()
     except _DIDKIT_ERRORS as exc:
         raise CredentialError(str(exc)) from None
 
@@ -78,17 +100,54 @@ def verification_method(jwk: str) -> str:
     return _run(lambda: didkit.key_to_verification_method("key", jwk))
 
 
-def issue_credential(credential: dict, *, jwk: str, verification_method: str) -> dict:
-    """Signs a credential with an Ed25519Signature2018 assertionMethod proof."""
-    options = json.dumps(
-        {"proofPurpose": "assertionMethod", "verificationMethod": verification_method}
-    )
-    signed = json.loads(_run(lambda: didkit.issue_credential(json.dumps(credential), options, jwk)))
+def _issue_options(verification_method: str) -> str:
+    return json.dumps({"proofPurpose": "assertionMethod", "verificationMethod": verification_method})
+
+
+def _signed_credential(credential: dict, text: str) -> dict:
+    signed = json.loads(text)
     # didkit returns the members in hash order; keep the caller's order when nothing else
     # changed, so stored and served documents read the way they were written.
     if {key: value for key, value in signed.items() if key != "proof"} == credential:
         return {**credential, "proof": signed["proof"]}
     return signed
+
+
+def issue_credential(credential: dict, *, jwk: str, verification_method: str) -> dict:
+    """Signs a credential with an Ed25519Signature2018 assertionMethod proof."""
+    options = _issue_options(verification_method)
+    text = _run(lambda: didkit.issue_credential(json.dumps(credential), options, jwk))
+    return _signed_credential(credential, text)
+
+
+def issue_credential_begin(
+    credential: dict, *, jwk: str, verification_method: str
+) -> Callable[[], dict]:
+    """Starts signing as issue_credential does and returns a function that waits for it.
+
+    didkit signs on threads of its own (tokio), without Python's lock, so the caller can
+    wait on the database meanwhile. Inside a running event loop this signs at once.
+    """
+    options = _issue_options(verification_method)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        signed = issue_credential(credential, jwk=jwk, verification_method=verification_method)
+        return lambda: signed
+    loop = _thread_loop()
+
+    async def start():
+        # pyo3-asyncio spawns the signing as soon as the future exists.
+        return asyncio.ensure_future(didkit.issue_credential(json.dumps(credential), options, jwk))
+
+    future = _run_in(lambda: loop.run_until_complete(start()))
+
+    def wait() -> dict:
+        return _signed_credential(credential, _run_in(lambda: loop.run_until_complete(future)))
+
+    return wait
 
 
 def verify_credential(document: dict) -> dict:

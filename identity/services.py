@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from cachetools import LRUCache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
@@ -108,6 +108,8 @@ def issuer_rotate(*, distrust_previous: bool = False) -> IssuerKey:
     )
     for status_list in StatusList.objects.select_for_update().exclude(credential=""):
         _sign_status_list(status_list, key)
+    global _last_issuance
+    _last_issuance = None
     return key
 
 
@@ -314,11 +316,28 @@ def presentation_challenge_record(*, domain: str, challenge: str) -> None:
         SeenChallenge.objects.create(digest=SeenChallenge.digest_of(domain, challenge))
 
 
+# Decrypted issuer keys by their ciphertext, so a credential's signing does not open the
+# JWE again: the process that signs holds the key in memory while it signs anyway. A key
+# row's ciphertext never changes (rotation adds a row).
+_issuer_jwks: dict[str, str] = {}
+_issuer_jwks_lock = threading.Lock()
+
+
+def _issuer_jwk(issuer: IssuerKey) -> str:
+    with _issuer_jwks_lock:
+        jwk = _issuer_jwks.get(issuer.encrypted_jwk)
+    if jwk is None:
+        jwk = decrypt_secret(issuer.encrypted_jwk)
+        with _issuer_jwks_lock:
+            if len(_issuer_jwks) >= 16:
+                _issuer_jwks.clear()
+            _issuer_jwks[issuer.encrypted_jwk] = jwk
+    return jwk
+
+
 def _sign(credential: dict, issuer: IssuerKey) -> dict:
     return didkit_backend.issue_credential(
-        credential,
-        jwk=decrypt_secret(issuer.encrypted_jwk),
-        verification_method=issuer.verification_method,
+        credential, jwk=_issuer_jwk(issuer), verification_method=issuer.verification_method
     )
 
 
@@ -419,6 +438,10 @@ def _random_free_index(etags: dict[str, str] | None = None, *, check_used: bool 
     return secrets.choice(left)
 
 
+def _index_free(index: int, etags: dict[str, str]) -> bool:
+    return not any(statuslist.get_bit(_bits_for(p, etag), index) for p, etag in etags.items())
+
+
 def _subject(*, subject_did: str, credential_type: str, claims: dict) -> dict:
     if not isinstance(subject_did, str) or not subject_did.startswith("did:"):
         raise ClaimError(f"subject_did must be a DID, not {subject_did!r}", field="subject_did")
@@ -455,30 +478,103 @@ def _subject(*, subject_did: str, credential_type: str, claims: dict) -> dict:
     return subject
 
 
-def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
-    """The active issuer key and {purpose: ETag} of both signed lists, in one query when
-    both exist (creating the key or signing a list on first use)."""
+_ISSUANCE_COLUMNS = ("id", "did", "verification_method", "encrypted_jwk", "active", "trusted",
+                     "created_at", "retired_at")
+
+
+def _issuance_state_sql() -> str:
     keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
-    row = next(
-        iter(
-            IssuerKey.objects.raw(
-                f"SELECT k.*, r.etag AS revocation_etag, s.etag AS suspension_etag FROM {keys} k"
-                f" LEFT JOIN {lists} r ON r.purpose = %s AND r.number = 1 AND r.etag <> ''"
-                f" LEFT JOIN {lists} s ON s.purpose = %s AND s.number = 1 AND s.etag <> ''"
-                f" WHERE k.active = %s",
-                [vocabulary.REVOCATION, vocabulary.SUSPENSION, True],
-            )
-        ),
-        None,
+    columns = ", ".join(f"k.{c}" for c in _ISSUANCE_COLUMNS)
+    return (
+        f"SELECT {columns}, r.etag, s.etag FROM {keys} k"
+        f" LEFT JOIN {lists} r ON r.purpose = %s AND r.number = 1 AND r.etag <> ''"
+        f" LEFT JOIN {lists} s ON s.purpose = %s AND s.number = 1 AND s.etag <> ''"
+        f" WHERE k.active = %s"
     )
-    if row is None:
-        row = issuer_get_or_create()
-    etags = {
-        purpose: getattr(row, f"{purpose}_etag", None) for purpose in vocabulary.STATUS_PURPOSES
-    }
+
+
+# The issuance state this process read last: credential_issue starts signing with it and
+# confirms it against the database while didkit signs (see there).
+_last_issuance: tuple[IssuerKey, dict[str, str]] | None = None
+
+
+def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
+    """The active issuer key and {purpose: ETag} of both signed lists, in one (prepared)
+    query when both exist (creating the key or signing a list on first use)."""
+    global _last_issuance
+    rows = _prepared_rows(_issuance_state_sql(), [*vocabulary.STATUS_PURPOSES, True])
+    if rows:
+        n = len(_ISSUANCE_COLUMNS)
+        issuer = IssuerKey.from_db(connection.alias, list(_ISSUANCE_COLUMNS), rows[0][:n])
+        etags = dict(zip(vocabulary.STATUS_PURPOSES, rows[0][n:], strict=True))
+    else:
+        issuer, etags = issuer_get_or_create(), dict.fromkeys(vocabulary.STATUS_PURPOSES)
     if not all(etags.values()):
         etags = _ensure_status_lists()
-    return row, etags
+    _last_issuance = issuer, etags
+    return issuer, etags
+
+
+def _prepared_rows(sql: str, params: list) -> list[tuple]:
+    """Rows through a server-binding psycopg cursor on PostgreSQL, so the statement is
+    prepared on the connection (settings: DATABASE_PREPARE_THRESHOLD); else Django's."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _credential_insert(row: IssuedCredential) -> bool:
+    """Inserts the row unless its status index is taken (then False). ON CONFLICT instead of
+    catching IntegrityError: inside the caller's transaction a failed insert would abort it,
+    and a savepoint around the insert costs two more round trips."""
+    fields = IssuedCredential._meta.concrete_fields
+    qn = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {qn(IssuedCredential._meta.db_table)} ({', '.join(qn(f.column) for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))})"
+        f" ON CONFLICT ({qn(IssuedCredential._meta.get_field('status_index').column)}) DO NOTHING"
+    )
+    values = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        inserted = cursor.rowcount == 1
+    if inserted:
+        row._state.adding, row._state.db = False, connection.alias
+    return inserted
+
+
+def _credential_document(
+    *, issuer: IssuerKey, credential_type: str, subject: dict, now: datetime,
+    expires_at: datetime | None, index: int,
+) -> dict:
+    revocation_url = vocabulary.status_list_url(vocabulary.REVOCATION)
+    return {
+        "@context": vocabulary.credential_context(),
+        "id": f"urn:uuid:{uuid.uuid4()}",
+        "type": ["VerifiableCredential", credential_type],
+        "issuer": issuer.did,
+        "issuanceDate": _vc_datetime(now),
+        **({"expirationDate": _vc_datetime(expires_at)} if expires_at is not None else {}),
+        "credentialSubject": subject,
+        # didkit 0.3.3 accepts a single credentialStatus object (an array is refused), so
+        # the credential names only its revocation entry. Suspension uses the SAME index
+        # in the suspension list (vocabulary.status_list_url("suspension")); our verifier
+        # reads both, a generic StatusList2021 verifier sees revocation only.
+        "credentialStatus": {
+            "id": f"{revocation_url}#{index}",
+            "type": "StatusList2021Entry",
+            "statusPurpose": vocabulary.REVOCATION,
+            "statusListIndex": str(index),
+            "statusListCredential": revocation_url,
+        },
+    }
 
 
 def credential_issue(
@@ -490,9 +586,13 @@ def credential_issue(
 ) -> IssuedCredential:
     """Issues, signs and stores an EnrolmentCredential or ConsentCredential.
 
-    The one write is the credential row (signing a status list on first use is atomic on its
-    own). Inside the caller's transaction the insert is a savepoint, so a status index taken
-    concurrently can be drawn again; outside one it is a single autocommitted statement.
+    The one write is the credential row, a single INSERT in or out of the caller's
+    transaction (signing a status list on first use is atomic on its own).
+
+    Signing starts with the issuer key this process saw active last time, and the query
+    that says which key is active now runs while didkit signs; if the key changed (a
+    rotation elsewhere), the credential is signed again with the active one before
+    anything is stored. So no credential is stored under a key that was not active.
     """
     subject = _subject(subject_did=subject_did, credential_type=credential_type, claims=claims)
     now = timezone.now()
@@ -500,38 +600,44 @@ def credential_issue(
         raise ClaimError(
             "expires_at must be a timezone-aware time in the future", field="expires_at"
         )
-    issuer, etags = _issuance_state()
-
-    for attempt in range(5):
+    guess = _last_issuance
+    issuer, etags = guess if guess is not None else _issuance_state()
+    confirmed = guess is None
+    collisions = 0
+    while collisions < 5:
         # The first draw skips the "no credential uses it" query (at most one credential in
         # LIST_BITS / issued collides); after a collision every draw asks.
-        index = _random_free_index(etags, check_used=attempt > 0)
-        revocation_url = vocabulary.status_list_url(vocabulary.REVOCATION)
-        credential = {
-            "@context": vocabulary.credential_context(),
-            "id": f"urn:uuid:{uuid.uuid4()}",
-            "type": ["VerifiableCredential", credential_type],
-            "issuer": issuer.did,
-            "issuanceDate": _vc_datetime(now),
-            **({"expirationDate": _vc_datetime(expires_at)} if expires_at is not None else {}),
-            "credentialSubject": subject,
-            # didkit 0.3.3 accepts a single credentialStatus object (an array is refused), so
-            # the credential names only its revocation entry. Suspension uses the SAME index
-            # in the suspension list (vocabulary.status_list_url("suspension")); our verifier
-            # reads both, a generic StatusList2021 verifier sees revocation only.
-            "credentialStatus": {
-                "id": f"{revocation_url}#{index}",
-                "type": "StatusList2021Entry",
-                "statusPurpose": vocabulary.REVOCATION,
-                "statusListIndex": str(index),
-                "statusListCredential": revocation_url,
-            },
-        }
+        try:
+            index = _random_free_index(etags, check_used=collisions > 0)
+        except StatusList.DoesNotExist:
+            if confirmed:
+                raise
+            issuer, etags = _issuance_state()  # the guess named lists that are gone
+            confirmed = True
+            continue
+        credential = _credential_document(
+            issuer=issuer, credential_type=credential_type, subject=subject, now=now,
+            expires_at=expires_at, index=index,
+        )
         try:
             jsonld.check(credential)
         except jsonld.JsonLdError as exc:
             raise ClaimError(str(exc), field=exc.term or "claims") from None
-        signed = _sign(credential, issuer)
+        signing = didkit_backend.issue_credential_begin(
+            credential, jwk=_issuer_jwk(issuer), verification_method=issuer.verification_method
+        )
+        if not confirmed:
+            confirmed = True
+            current, etags = _issuance_state()  # while didkit signs
+            if (current.pk, current.encrypted_jwk) != (issuer.pk, issuer.encrypted_jwk):
+                signing()  # a rotated-out key's signature: wait for it and drop it
+                issuer = current
+                continue
+            issuer = current
+            if not _index_free(index, etags):
+                signing()
+                continue  # the lists changed meanwhile and the index is taken
+        signed = signing()
         row = IssuedCredential(
             id=signed["id"],
             subject_did=subject_did,
@@ -543,17 +649,10 @@ def credential_issue(
             # As the document says it: whole seconds.
             expires_at=expires_at.replace(microsecond=0) if expires_at else None,
         )
-        try:
-            if transaction.get_connection().in_atomic_block:
-                with transaction.atomic():
-                    row.save(force_insert=True)
-            else:
-                row.save(force_insert=True)
+        if _credential_insert(row):
             return row
-        except IntegrityError:
-            # A concurrent issuance took the same index first; draw again.
-            if not IssuedCredential.objects.filter(status_index=index).exists():
-                raise
+        # A concurrent issuance took the same index first; draw again.
+        collisions += 1
     raise StatusListFullError("could not allocate a free status list index")
 
 

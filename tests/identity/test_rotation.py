@@ -54,3 +54,19 @@ def test_list_shows_the_trust_configuration(subject):
     call_command("rotate_issuer_key", "--list", stdout=out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "active, trusted" in lines[1] and lines[0].split()[1] == "trusted"
+
+
+def test_a_key_rotated_in_another_process_is_never_used_to_store_a_credential(subject):
+    # credential_issue starts signing with the key this process saw active last and checks
+    # it against the database meanwhile. Another process's rotation leaves that guess stale.
+    issue(subject)
+    stale = services._last_issuance
+    services.issuer_rotate()
+    services._last_issuance = stale  # as if the rotation had happened elsewhere
+    new_key = IssuerKey.objects.get(active=True)
+    assert stale[0].did != new_key.did
+    credential = issue(subject)
+    assert credential.document["issuer"] == new_key.did
+    assert IssuerKey.objects.get(credentials=credential.pk) == new_key
+    assert selectors.credential_verify(document=credential.document)["verified"] is True
+    assert services._last_issuance[0].pk == new_key.pk
