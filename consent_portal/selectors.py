@@ -3,7 +3,11 @@
 import base64
 import hashlib
 import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
+from cachetools import TTLCache
 from django.db import connection
 from django.db.models import Count, Prefetch
 
@@ -15,13 +19,28 @@ from consent_portal.models import (
     ConsentRequest,
     Custodian,
     Disease,
+    DuoTerm,
     Participant,
     Purpose,
+    Sample,
     Study,
     StudyUse,
     WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
+
+
+# DUO permission ids, read at most once a minute: the terms are reference data that the
+# migrations load from the shipped CSV (and ontology releases add, never remove).
+_duo_permissions: TTLCache = TTLCache(maxsize=1, ttl=60)
+
+
+def duo_permission_ids() -> frozenset[str]:
+    ids = _duo_permissions.get("ids")
+    if ids is None:
+        ids = frozenset(DuoTerm.objects.filter(kind=DuoTerm.PERMISSION).values_list("pk", flat=True))
+        _duo_permissions["ids"] = ids
+    return ids
 
 
 def custodian_for_token(*, token: str) -> Custodian | None:
@@ -288,3 +307,128 @@ def signing_dids(*, participant: Participant) -> list[str]:
         key.did for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))
         if key.custody == Participant.SELF_CUSTODY
     ]
+
+
+# -- one custodian check, in one query ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckConsent:
+    """One of the sample's participant's consents, with what its evidence needs."""
+
+    view: decisions.ConsentView
+    purpose_slug: str
+    credential_id: str
+    latest_action: str | None
+    latest_at: datetime | None
+    latest_entry_id: int | None
+
+
+@dataclass(frozen=True)
+class CheckFacts:
+    sample_id: str | None  # None: no such sample at this custodian
+    study: decisions.Study | None  # None: no such study
+    use_id: int | None  # the study's approved use for the purpose, if any
+    use_disease_id: str
+    use_expires_on: date | None
+    consents: tuple[CheckConsent, ...]
+
+
+def _json_column(value):
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _aware(value) -> datetime | None:
+    """A timestamp column from a raw cursor: aware on PostgreSQL; on SQLite naive UTC (or
+    text, where a join hides the column's declared type)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _check_facts_sql() -> str:
+    t = {m: m._meta.db_table for m in (Sample, Study, StudyUse, Consent, Purpose, ConsentEvent)}
+    modifiers = Purpose.modifiers.through._meta.db_table
+    aggregate = "string_agg" if connection.vendor == "postgresql" else "group_concat"
+    return f"""
+SELECT s.id, s.participant_id,
+       st.id, st.identifier, st.institution, st.commercial, st.for_profit, st.countries,
+       st.collaborators, st.investigators, st.irb_reference, st.will_publish,
+       st.returns_derived_data, st.methods_development,
+       u.id, u.disease_id, u.expires_on,
+       c.id, c.state, c.granted_at, c.credential_id,
+       p.permission_id, p.disease_id, p.modifier_params, p.slug,
+       (SELECT {aggregate}(m.duoterm_id, ',') FROM {modifiers} m WHERE m.purpose_id = p.id),
+       ev.action, ev.created_at, ev.ledger_entry_id
+FROM (SELECT 1 AS one) one
+LEFT JOIN {t[Sample]} s ON s.custodian_id = %s AND s.identifier = %s
+LEFT JOIN {t[Study]} st ON st.identifier = %s
+LEFT JOIN {t[StudyUse]} u ON u.id = (
+    SELECT u2.id FROM {t[StudyUse]} u2
+    WHERE u2.study_id = st.id AND u2.permission_id = %s AND u2.status = %s ORDER BY u2.id LIMIT 1)
+LEFT JOIN {t[Consent]} c ON c.participant_id = s.participant_id
+LEFT JOIN {t[Purpose]} p ON p.id = c.purpose_id
+LEFT JOIN {t[ConsentEvent]} ev ON ev.id = (
+    SELECT e2.id FROM {t[ConsentEvent]} e2 WHERE e2.consent_id = c.id
+    ORDER BY e2.created_at DESC LIMIT 1)
+ORDER BY c.id"""
+
+
+def _prepared_rows(sql: str, params: list) -> list[tuple]:
+    """Rows of a hot, fixed-text query. On PostgreSQL through a psycopg cursor that binds
+    parameters server-side, so the statement is prepared on the (persistent) connection
+    and PostgreSQL stops planning it on every check (settings: DATABASE_PREPARE_THRESHOLD);
+    elsewhere through Django's cursor."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> CheckFacts:
+    """Everything a single consent check decides on, in one query: the sample (of this
+    custodian only), the study and its approved use for the purpose, and every consent of
+    the sample's participant with its purpose's rule and its latest event.
+
+    The bulk path (consent_views_by_participant) reads the same facts for many samples.
+    """
+    rows = _prepared_rows(_check_facts_sql(), [custodian_id, sample, study, purpose, StudyUse.APPROVED])
+    first = rows[0]
+    study_facts = None
+    if first[2] is not None:
+        study_facts = decisions.Study(
+            identifier=first[3], institution=first[4], commercial=bool(first[5]),
+            for_profit=bool(first[6]), countries=frozenset(_json_column(first[7])),
+            collaborators=frozenset(_json_column(first[8])),
+            investigators=frozenset(_json_column(first[9])), irb_reference=first[10],
+            will_publish=bool(first[11]), returns_derived_data=bool(first[12]),
+            methods_development=bool(first[13]),
+        )
+    expires_on = first[16]
+    if isinstance(expires_on, str):  # SQLite
+        expires_on = date.fromisoformat(expires_on)
+    consents = []
+    for row in rows:
+        if row[17] is None:
+            continue
+        granted_at, latest_at = _aware(row[19]), _aware(row[27])
+        view = decisions.ConsentView(
+            consent_id=row[17], state=row[18], permission=row[21], disease_id=row[22] or "",
+            modifiers=frozenset(row[25].split(",")) if row[25] else frozenset(),
+            params=_json_column(row[23]) or {}, granted_on=granted_at.date() if granted_at else None,
+        )
+        consents.append(CheckConsent(view=view, purpose_slug=row[24], credential_id=row[20],
+                                     latest_action=row[26], latest_at=latest_at, latest_entry_id=row[28]))
+    return CheckFacts(
+        sample_id=str(uuid.UUID(str(first[0]))) if first[0] is not None else None,
+        study=study_facts, use_id=first[14], use_disease_id=first[15] or "",
+        use_expires_on=expires_on, consents=tuple(consents),
+    )

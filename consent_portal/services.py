@@ -484,20 +484,27 @@ class CheckOutcome:
     unknown: str | None = None
 
 
+def _approval_reasons(*, study: str, purpose: str, found: bool, expires_on, today) -> list:
+    """Why a study may not receive a permit for `purpose`: no approved use, or one expired."""
+    if not found:
+        return [decisions.Reason(
+            "study_not_approved",
+            f"Study '{study}' is not approved by the ethics committee for {purpose}.",
+        )]
+    if expires_on is not None and expires_on < today:
+        return [decisions.Reason(
+            "study_approval_expired",
+            f"Study '{study}' was approved for {purpose} until {expires_on.isoformat()}.",
+        )]
+    return []
+
+
 def _approved_use(*, study: Study, purpose: str, today) -> tuple[StudyUse | None, list]:
     """The study's approved, unexpired use for `purpose`, or the reason there is none."""
     use = study.uses.filter(permission_id=purpose, status=StudyUse.APPROVED).first()
-    if use is None:
-        return None, [decisions.Reason(
-            "study_not_approved",
-            f"Study '{study.identifier}' is not approved by the ethics committee for {purpose}.",
-        )]
-    if use.expires_on is not None and use.expires_on < today:
-        return None, [decisions.Reason(
-            "study_approval_expired",
-            f"Study '{study.identifier}' was approved for {purpose} until {use.expires_on.isoformat()}.",
-        )]
-    return use, []
+    reasons = _approval_reasons(study=study.identifier, purpose=purpose, found=use is not None,
+                                expires_on=use.expires_on if use else None, today=today)
+    return (None if reasons else use), reasons
 
 
 def _use_facts(*, study: Study, use: StudyUse, today) -> decisions.Use:
@@ -514,30 +521,32 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
 
     The answer names its reasons and the evidence a custodian can verify later; the check
     itself is recorded on the ledger. `purpose` must be a known DUO permission id (the
-    caller validates that).
+    caller validates that). Reads: one query for the sample, study, approval and consents
+    (selectors.check_facts), one for the named credential and its status, and the ledger
+    receipt of the consent's latest event; then one transaction writes the check.
     """
     now = timezone.now()
-    sample_row = (
-        Sample.objects.select_related("participant").filter(custodian=custodian, identifier=sample).first()
-    )
-    study_row = Study.objects.filter(identifier=study).first()
+    today = now.date()
+    facts = selectors.check_facts(custodian_id=custodian.pk, sample=sample, study=study, purpose=purpose)
     unknown = None
-    consent = None
+    named = None
     decision = ConsentCheck.DENY
-    if sample_row is None:
+    if facts.sample_id is None:
         unknown = "unknown_sample"
         reasons = [decisions.Reason(unknown, f"No sample '{sample}' is registered to this custodian.")]
-    elif study_row is None:
+    elif facts.study is None:
         unknown = "unknown_study"
         reasons = [decisions.Reason(unknown, f"No study '{study}' is registered.")]
     else:
-        use, reasons = _approved_use(study=study_row, purpose=purpose, today=now.date())
-        if use is not None:
-            views = selectors.consent_views(participant=sample_row.participant)
-            decision, reasons, named = decisions.decide(views, _use_facts(study=study_row, use=use, today=now.date()))
-            if named is not None:
-                consent = Consent.objects.select_related("purpose").get(pk=named.consent_id)
-    evidence = _check_evidence(sample=sample, study=study, purpose=purpose, consent=consent)
+        reasons = _approval_reasons(study=study, purpose=purpose, found=facts.use_id is not None,
+                                    expires_on=facts.use_expires_on, today=today)
+        if not reasons:
+            use = decisions.Use(permission=purpose, study=facts.study, today=today,
+                                disease_lineage=selectors.disease_lineage(disease_id=facts.use_disease_id))
+            by_id = {c.view.consent_id: c for c in facts.consents}
+            decision, reasons, view = decisions.decide([c.view for c in facts.consents], use)
+            named = by_id[view.consent_id] if view is not None else None
+    evidence = _check_evidence(sample=sample, study=study, purpose=purpose, consent=named)
     if decision == ConsentCheck.PERMIT and not evidence["consent"]["verification"]["verified"]:
         # The database says yes; the credential must say so too (signature, trusted issuer,
         # expiry, status lists), or the custodian gets no permit.
@@ -562,12 +571,12 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
                 "type": "consent.check",
                 "check": str(check.id),
                 "custodian": custodian.pk,
-                "sample": str(sample_row.pk) if sample_row else None,
+                "sample": facts.sample_id,
                 "study": study,
                 "purpose": purpose,
                 "decision": decision,
                 "reasons": [r.code for r in reasons],
-                "credential": consent.credential_id if consent else None,
+                "credential": named.credential_id if named else None,
                 "at": now.isoformat(),
             },
         )
@@ -663,24 +672,27 @@ def canonical_json(value) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _check_evidence(*, sample: str, study: str, purpose: str, consent: Consent | None) -> dict:
+def _check_evidence(*, sample: str, study: str, purpose: str, consent: selectors.CheckConsent | None) -> dict:
     evidence = {"sample": sample, "study": study, "purpose": purpose, "consent": None}
     if consent is None:
         return evidence
-    latest_event = consent.events.select_related("ledger_entry").order_by("-created_at").first()
-    document = identity_selectors.credential_document(credential_id=consent.credential_id)
+    # The same verification the public verify endpoint runs.
+    credential = identity_selectors.credential_evidence(credential_id=consent.credential_id)
+    if credential is None:
+        credential = {"credential": None, "credential_status": None, "verification": {
+            "verified": False, "checks": {"credential": "failed: not found"},
+            "errors": [f"credential {consent.credential_id} is not on record"]}}
+    receipt = None
+    if consent.latest_entry_id is not None:
+        receipt = ledger_selectors.entry_receipt(entry_id=consent.latest_entry_id)
     evidence["consent"] = {
-        "purpose": consent.purpose.slug,
-        "state": consent.state,
-        "credential": document,
-        "credential_status": identity_selectors.credential_status(credential_id=consent.credential_id),
-        # The same verification the public verify endpoint runs.
-        "verification": identity_selectors.credential_verify(document=document),
+        "purpose": consent.purpose_slug,
+        "state": consent.view.state,
+        **credential,
         "latest_event": {
-            "action": latest_event.action,
-            "at": latest_event.created_at.isoformat(),
-            "ledger": ledger_selectors.entry_receipt(entry_id=latest_event.ledger_entry_id)
-            or {"sealed": False, "detail": "The event is recorded but not sealed yet."},
+            "action": consent.latest_action,
+            "at": consent.latest_at.isoformat() if consent.latest_at else None,
+            "ledger": receipt or {"sealed": False, "detail": "The event is recorded but not sealed yet."},
         },
     }
     return evidence

@@ -1,7 +1,9 @@
 """Reads: tree head, checkpoints, entries and proofs. Each proof is one query."""
 
 import base64
+import threading
 
+from cachetools import LRUCache
 from django.conf import settings
 
 from django.db.models import Count, Max, Q
@@ -208,14 +210,37 @@ def witness_overview(*, refusals: int = 20) -> dict:
     }
 
 
+# Final receipts by entry id. A sealed entry never changes, and a proof against a final
+# checkpoint stays true and checkable for good, so a receipt once final is served again
+# as it was (against that checkpoint, not a newer one) instead of being rebuilt: a custodian
+# asks about the same consent event again and again. Receipts that are not final yet are
+# never kept. Bounded, per process.
+_final_receipts: LRUCache = LRUCache(maxsize=8192)
+_final_receipts_lock = threading.Lock()
+
+
 def entry_receipt(*, entry_id: int) -> dict | None:
     """A self-contained receipt for a sealed entry, checkable offline by `python -m ledger.verify`.
 
     Uses the newest checkpoint that has the quorum of witness cosignatures and covers
     the entry; while none does yet, the newest checkpoint, with "final": false (the
     verifier then fails the quorum check). None while the entry is pending; raises
-    Entry.DoesNotExist for an unknown id.
+    Entry.DoesNotExist for an unknown id. A final receipt is remembered (see above).
     """
+    with _final_receipts_lock:
+        cached = _final_receipts.get(entry_id)
+    if cached is not None:
+        return {**cached, "inclusion_proof": list(cached["inclusion_proof"]),
+                "witness_keys": list(cached["witness_keys"])}
+    receipt = _entry_receipt(entry_id)
+    if receipt is not None and receipt["final"]:
+        with _final_receipts_lock:
+            _final_receipts[entry_id] = {**receipt, "inclusion_proof": tuple(receipt["inclusion_proof"]),
+                                         "witness_keys": tuple(receipt["witness_keys"])}
+    return receipt
+
+
+def _entry_receipt(entry_id: int) -> dict | None:
     row = Entry.objects.filter(id=entry_id).values_list("index", "payload").get()
     index, payload = row
     if index is None:
@@ -226,6 +251,7 @@ def entry_receipt(*, entry_id: int) -> dict | None:
         checkpoint = checkpoint_latest()
     _, proof = leaf_inclusion(index=index, tree_size=checkpoint.size)
     body, _ = note.split_note(checkpoint.note)
+    witness_keys = list(_witness_members().order_by("id").values_list("verifier_key", flat=True))
     return {
         "format": RECEIPT_FORMAT,
         "origin": note.parse_checkpoint(body).origin,
@@ -233,9 +259,22 @@ def entry_receipt(*, entry_id: int) -> dict | None:
         "leaf": _b64(bytes(payload)),
         "tree_size": checkpoint.size,
         "inclusion_proof": [_b64(h) for h in proof],
-        "checkpoint": checkpoint_cosigned_note(checkpoint=checkpoint),
-        "log_key": ledger_verifier_key(),
-        "witness_keys": list(_witness_members().order_by("id").values_list("verifier_key", flat=True)),
+        # Without registered witnesses there is no cosignature to append.
+        "checkpoint": checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note,
+        "log_key": _log_verifier_key(),
+        "witness_keys": witness_keys,
         "quorum": witness_quorum(),
         "final": final,
     }
+
+
+# The log's verifier key by key name: a key row, once made, never changes (keys.py).
+_verifier_keys: dict[str, str] = {}
+
+
+def _log_verifier_key() -> str:
+    name = settings.LEDGER_KEY_NAME
+    key = _verifier_keys.get(name)
+    if key is None:
+        key = _verifier_keys[name] = ledger_verifier_key()
+    return key

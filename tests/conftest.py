@@ -22,6 +22,27 @@ def _celery_in_process(request):
     celery_app.conf.task_always_eager = saved
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    # Verified proofs and the last issuance state (identity), final receipts and the log's
+    # verifier key (ledger) are remembered per process; a test must not see another test's,
+    # whose rows were rolled back.
+    from identity import selectors as identity_selectors
+    from ledger import selectors as ledger_selectors
+
+    from identity import services as identity_services
+
+    caches = (identity_selectors._verified_proofs, ledger_selectors._final_receipts,
+              ledger_selectors._verifier_keys)
+    for cache in caches:
+        cache.clear()
+    identity_services._last_issuance = None
+    yield
+    for cache in caches:
+        cache.clear()
+    identity_services._last_issuance = None
+
+
 @pytest.fixture
 def purposes(db):
     demo.purposes_load()

@@ -1,11 +1,12 @@
 from rest_framework import serializers
 
-from consent_portal.models import ConsentCheck, DuoTerm, Participant, Study
+from consent_portal import selectors
+from consent_portal.models import ConsentCheck, Participant, Study
 from consent_portal.services import BULK_LIMIT
 
 
 def _permission_term(value: str) -> str:
-    if not DuoTerm.objects.filter(pk=value, kind=DuoTerm.PERMISSION).exists():
+    if value not in selectors.duo_permission_ids():
         raise serializers.ValidationError(
             f"Unknown purpose '{value}': give a GA4GH DUO permission id such as DUO:0000042."
         )

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from consent_portal import selectors, services
+from consent_portal.celery import app as celery_app
 from consent_portal.api.serializers import (
     BulkCheckRequest,
     ConsentCheckRequest,
@@ -20,15 +21,25 @@ from identity import selectors as identity_selectors
 from ledger import selectors as ledger_selectors
 
 
+_CHECK_PENDING = {
+    "sealed": False,
+    "detail": "The check is recorded and will be sealed shortly; fetch it again for its proof.",
+}
+
+
 def _check_ledger(check: ConsentCheck) -> dict:
-    return ledger_selectors.entry_receipt(entry_id=check.ledger_entry_id) or {
-        "sealed": False,
-        "detail": "The check is recorded and will be sealed shortly; fetch it again for its proof.",
-    }
+    return ledger_selectors.entry_receipt(entry_id=check.ledger_entry_id) or dict(_CHECK_PENDING)
 
 
-def _check_body(check: ConsentCheck) -> dict:
-    return ConsentCheckResponse(check, context={"check_ledger": _check_ledger}).data
+def _fresh_check_ledger(check: ConsentCheck) -> dict:
+    # Just committed: a worker seals it after this answer, so do not ask the database;
+    # only in-process tasks (the embedded default) have sealed it already.
+    return _check_ledger(check) if celery_app.conf.task_always_eager else dict(_CHECK_PENDING)
+
+
+def _check_body(check: ConsentCheck, *, fresh: bool = False) -> dict:
+    ledger = _fresh_check_ledger if fresh else _check_ledger
+    return ConsentCheckResponse(check, context={"check_ledger": ledger}).data
 
 
 class ConsentCheckView(APIView):
@@ -50,7 +61,7 @@ class ConsentCheckView(APIView):
         question = ConsentCheckRequest(data=request.data)
         question.is_valid(raise_exception=True)
         outcome = services.consent_check(custodian=request.user, **question.validated_data)
-        body = _check_body(outcome.check)
+        body = _check_body(outcome.check, fresh=True)
         if outcome.unknown:
             body = {"error": outcome.unknown, "detail": outcome.check.reasons[0]["message"], **body}
             return Response(body, status=status.HTTP_404_NOT_FOUND)

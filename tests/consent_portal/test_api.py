@@ -62,6 +62,24 @@ def test_permit_with_evidence_a_custodian_can_verify(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_check_reads_its_facts_in_a_fixed_number_of_queries(
+    api, sample, participant, purposes, approved_study, django_capture_on_commit_callbacks,
+    django_assert_max_num_queries,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.consent_grant(participant=participant, purpose=purposes["general-research"])
+        services.consent_grant(participant=participant, purpose=purposes["health-medical-research"])
+    assert check(api, **QUESTION).json()["decision"] == "permit"
+    # Warm: the token, the sample, study, approval and every consent (1), the credential with
+    # its status lists' state (1), the event's receipt remembered (0), and the write: the
+    # ledger entry and the check in one transaction (SQLite's test transaction makes that
+    # SAVEPOINT / INSERT / INSERT / RELEASE), then, with in-process tasks only, the check's own
+    # receipt. Nothing grows with the number of consents.
+    with django_assert_max_num_queries(8):
+        body = check(api, **QUESTION).json()
+    assert body["decision"] == "permit" and body["evidence"]["consent"]["latest_event"]["ledger"]["index"] >= 0
+
+
 def test_the_check_itself_is_recorded_on_the_ledger(api, sample, approved_study):
     before = Entry.objects.filter(kind="consent.check").count()
     body = check(api, **QUESTION).json()

@@ -159,3 +159,45 @@ def test_credentials_issued_under_the_per_site_namespace_still_verify(
     assert vocabulary.consent_context_url() == (
         "https://biobank.example.org/credentials/contexts/consent/v1"
     )
+
+
+def test_a_proof_is_verified_once_per_document_and_any_change_is_verified_afresh(subject, monkeypatch):
+    from identity import didkit_backend
+
+    calls = []
+    real = didkit_backend.verify_credential
+
+    def counting(document):
+        calls.append(document)
+        return real(document)
+
+    monkeypatch.setattr(didkit_backend, "verify_credential", counting)
+    credential = _issue(subject)
+    assert selectors.credential_verify(document=credential.document)["verified"]
+    assert selectors.credential_verify(document=deep(credential.document))["verified"]
+    ours = [c for c in calls if c["id"] == credential.id]
+    assert len(ours) == 1  # the same bytes: the proof was checked once
+    altered = deep(credential.document)
+    altered["credentialSubject"]["purpose"] = "DUO:0000006"
+    result = selectors.credential_verify(document=altered)
+    assert len([c for c in calls if c["id"] == credential.id]) == 2 and result["verified"] is False
+    assert result["checks"]["signature"].startswith("failed")
+    # A failure is not remembered as a success, and trust is still decided on every call.
+    assert selectors.credential_verify(document=altered)["verified"] is False
+    services.issuer_rotate(distrust_previous=True)
+    distrusted = selectors.credential_verify(document=credential.document)
+    assert distrusted["verified"] is False and distrusted["checks"]["signature"] == "ok"
+
+
+def test_credential_evidence_answers_as_verify_and_status_do(subject):
+    credential = _issue(subject)
+    evidence = selectors.credential_evidence(credential_id=credential.id)
+    assert evidence["credential"] == credential.document
+    assert evidence["verification"] == selectors.credential_verify(document=credential.document)
+    assert evidence["credential_status"] == selectors.credential_status(credential_id=credential.id)
+    services.credential_suspend(credential_id=credential.id)
+    evidence = selectors.credential_evidence(credential_id=credential.id)
+    assert evidence["credential_status"] == {"revoked": False, "suspended": True}
+    assert evidence["verification"]["verified"] is False
+    assert evidence["verification"]["checks"]["status"] == "suspended"
+    assert selectors.credential_evidence(credential_id="urn:uuid:not-ours") is None

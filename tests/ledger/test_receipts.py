@@ -130,3 +130,24 @@ def test_quorum_zero_receipt_without_witnesses_verifies(tmp_path, settings):
     assert merkle.leaf_hash(base64.b64decode(receipt["leaf"]))
     assert run_verifier(receipt, tmp_path).returncode == 0
     assert not Cosignature.objects.exists()
+
+
+def test_a_final_receipt_is_served_again_without_queries_and_a_pending_one_is_not_kept(
+    receipt, consortium, django_assert_num_queries
+):
+    entry = Entry.objects.get(index=3)
+    with django_assert_num_queries(0):
+        again = selectors.entry_receipt(entry_id=entry.id)
+    assert again == receipt and again["final"] is True
+    # Against the checkpoint it was first built on, even once the log has grown.
+    witnesses, _ = consortium
+    witnesses[1].stop()
+    services.entry_append(kind="consent.granted", payload={"participant": "late"})
+    tasks.seal_pending()  # size 7, cosigned by one witness only: not final
+    assert selectors.entry_receipt(entry_id=entry.id)["tree_size"] == 6
+    late = Entry.objects.get(index=6)
+    assert selectors.entry_receipt(entry_id=late.id)["final"] is False
+    assert late.id not in selectors._final_receipts
+    # The caller's copy is its own: changing it does not change what is served next.
+    again["inclusion_proof"].clear()
+    assert selectors.entry_receipt(entry_id=entry.id)["inclusion_proof"] == receipt["inclusion_proof"]
