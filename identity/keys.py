@@ -8,6 +8,7 @@ database.
 
 import base64
 import hashlib
+import hmac
 import json
 
 from django.conf import settings
@@ -57,3 +58,27 @@ def decrypt_secret(token: str) -> str:
     if header.get("alg") != ALG or header.get("enc") != ENC:
         raise SecretDecryptionError("cannot decrypt secret: unexpected JWE algorithm")
     return message.payload.decode()
+
+
+def document_digest(document) -> bytes | None:
+    """SHA-256 of a JSON document's canonical text (sorted keys, no spaces), or None for
+    something that is not JSON."""
+    try:
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def attestation_mac(digest: bytes) -> str:
+    """An HMAC-SHA256 tag over a document digest, under a key derived from the KEK.
+
+    The portal tags each credential it signs; the tag lives in the database beside the
+    document, the key never does. So a tag that matches proves the stored document is
+    byte for byte what the portal signed, and a document altered in the database no longer
+    matches. Another KEK means tags no longer match: verification then falls back to
+    checking the proof, it never fails open.
+    """
+    raw = _b64url_decode(settings.KEY_ENCRYPTION_KEY)
+    key = hmac.new(raw, b"consent-portal credential attestation v1", hashlib.sha256).digest()
+    return hmac.new(key, digest, hashlib.sha256).hexdigest()

@@ -107,6 +107,10 @@ class IssuedCredential(models.Model):
     status_index = models.PositiveIntegerField(unique=True)
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
+    # keys.attestation_mac of the signed document's digest, written at issuance: lets a
+    # verification of this stored document skip re-checking the proof (selectors._signature).
+    # Empty for credentials issued before it existed; those are checked with didkit.
+    proof_mac = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["issued_at"]

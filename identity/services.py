@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from identity.didkit_backend import CredentialError
-from identity.keys import decrypt_secret, encrypt_secret
+from identity.keys import attestation_mac, decrypt_secret, document_digest, encrypt_secret
 from identity.models import Challenge, DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
 
 DUO_ID = re.compile(r"^DUO:\d{7}$")
@@ -648,6 +648,7 @@ def credential_issue(
             issued_at=now,
             # As the document says it: whole seconds.
             expires_at=expires_at.replace(microsecond=0) if expires_at else None,
+            proof_mac=attestation_mac(document_digest(signed)),
         )
         if _credential_insert(row):
             return row

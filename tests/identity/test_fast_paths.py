@@ -201,3 +201,37 @@ def test_credential_evidence_answers_as_verify_and_status_do(subject):
     assert evidence["verification"]["verified"] is False
     assert evidence["verification"]["checks"]["status"] == "suspended"
     assert selectors.credential_evidence(credential_id="urn:uuid:not-ours") is None
+
+
+def test_a_stored_credential_we_signed_is_attested_and_an_altered_one_is_checked_in_full(
+    subject, monkeypatch
+):
+    from identity import didkit_backend
+
+    calls = []
+    real = didkit_backend.verify_credential
+
+    def counting(document):
+        calls.append(document.get("id"))
+        return real(document)
+
+    monkeypatch.setattr(didkit_backend, "verify_credential", counting)
+    credential = _issue(subject)
+    assert len(credential.proof_mac) == 64
+    evidence = selectors.credential_evidence(credential_id=credential.id)
+    assert evidence["verification"]["verified"] is True
+    assert credential.id not in calls  # the attestation matched: the proof was not re-checked
+
+    # Someone with write access to the database changes the document but not the tag.
+    altered = deep(credential.document)
+    altered["credentialSubject"]["purpose"] = "DUO:0000006"
+    IssuedCredential.objects.filter(pk=credential.pk).update(document=altered)
+    evidence = selectors.credential_evidence(credential_id=credential.id)
+    assert calls.count(credential.id) == 1  # checked in full, and refused
+    assert evidence["verification"]["verified"] is False
+    assert evidence["verification"]["checks"]["signature"].startswith("failed")
+
+    # A forged tag on the genuine document only costs a full check, which passes.
+    IssuedCredential.objects.filter(pk=credential.pk).update(document=credential.document, proof_mac="0" * 64)
+    assert selectors.credential_evidence(credential_id=credential.id)["verification"]["verified"] is True
+    assert calls.count(credential.id) == 2
