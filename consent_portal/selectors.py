@@ -28,6 +28,7 @@ from consent_portal.models import (
     WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
+from identity.db import prepared_rows
 
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the
@@ -376,23 +377,6 @@ LEFT JOIN {t[ConsentEvent]} ev ON ev.id = (
 ORDER BY c.id"""
 
 
-def _prepared_rows(sql: str, params: list) -> list[tuple]:
-    """Rows of a hot, fixed-text query. On PostgreSQL through a psycopg cursor that binds
-    parameters server-side, so the statement is prepared on the (persistent) connection
-    and PostgreSQL stops planning it on every check (settings: DATABASE_PREPARE_THRESHOLD);
-    elsewhere through Django's cursor."""
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
 def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> CheckFacts:
     """Everything a single consent check decides on, in one query: the sample (of this
     custodian only), the study and its approved use for the purpose, and every consent of
@@ -400,7 +384,7 @@ def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> 
 
     The bulk path (consent_views_by_participant) reads the same facts for many samples.
     """
-    rows = _prepared_rows(_check_facts_sql(), [custodian_id, sample, study, purpose, StudyUse.APPROVED])
+    rows = prepared_rows(_check_facts_sql(), [custodian_id, sample, study, purpose, StudyUse.APPROVED])
     first = rows[0]
     study_facts = None
     if first[2] is not None:

@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
+from identity.db import prepared_rows
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, document_digest
 from identity.models import DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
@@ -343,23 +344,6 @@ def credential_verify(*, document: dict) -> dict:
     return _credential_checks(document, _signature(document), trusted, etags)
 
 
-def _prepared_rows(sql: str, params: list) -> list[tuple]:
-    """Rows of a hot, fixed-text query. On PostgreSQL through a psycopg cursor that binds
-    parameters server-side, so the statement is prepared on the (persistent) connection
-    and PostgreSQL stops planning it on every check (settings: DATABASE_PREPARE_THRESHOLD);
-    elsewhere through Django's cursor."""
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
 def credential_evidence(*, credential_id: str) -> dict | None:
     """A credential we issued, as a custodian's evidence: {"credential": the document,
     "credential_status": {"revoked", "suspended"}, "verification": credential_verify's
@@ -370,7 +354,7 @@ def credential_evidence(*, credential_id: str) -> dict | None:
     index the credential names.
     """
     keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
-    rows = _prepared_rows(
+    rows = prepared_rows(
         f"SELECT c.document, c.status_index, c.proof_mac, k.did, r.etag, s.etag"
         f" FROM {IssuedCredential._meta.db_table} c"
         f" LEFT JOIN {keys} k ON k.trusted = %s"

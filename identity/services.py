@@ -17,6 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
+from identity.db import prepared_rows
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, decrypt_secret, document_digest, encrypt_secret
 from identity.models import Challenge, DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
@@ -502,7 +503,7 @@ def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
     """The active issuer key and {purpose: ETag} of both signed lists, in one (prepared)
     query when both exist (creating the key or signing a list on first use)."""
     global _last_issuance
-    rows = _prepared_rows(_issuance_state_sql(), [*vocabulary.STATUS_PURPOSES, True])
+    rows = prepared_rows(_issuance_state_sql(), [*vocabulary.STATUS_PURPOSES, True])
     if rows:
         n = len(_ISSUANCE_COLUMNS)
         issuer = IssuerKey.from_db(connection.alias, list(_ISSUANCE_COLUMNS), rows[0][:n])
@@ -513,21 +514,6 @@ def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
         etags = _ensure_status_lists()
     _last_issuance = issuer, etags
     return issuer, etags
-
-
-def _prepared_rows(sql: str, params: list) -> list[tuple]:
-    """Rows through a server-binding psycopg cursor on PostgreSQL, so the statement is
-    prepared on the connection (settings: DATABASE_PREPARE_THRESHOLD); else Django's."""
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def _credential_insert(row: IssuedCredential) -> bool:

@@ -11,18 +11,23 @@ from identity.models import IssuedCredential
 from tests.identity.helpers import CONSENT_CLAIMS, deep
 
 
-@pytest.fixture
-def expansions(monkeypatch):
-    """Counts full pyld expansions."""
+def count_calls(monkeypatch, module, name: str) -> list:
+    """Lets module.name run as before, recording its argument on each call."""
     calls = []
-    real = jsonld.expand
+    real = getattr(module, name)
 
     def counting(document):
         calls.append(document)
         return real(document)
 
-    monkeypatch.setattr(jsonld, "expand", counting)
+    monkeypatch.setattr(module, name, counting)
     return calls
+
+
+@pytest.fixture
+def expansions(monkeypatch):
+    """Counts full pyld expansions."""
+    return count_calls(monkeypatch, jsonld, "expand")
 
 
 def _issue(subject, **claims):
@@ -164,14 +169,7 @@ def test_credentials_issued_under_the_per_site_namespace_still_verify(
 def test_a_proof_is_verified_once_per_document_and_any_change_is_verified_afresh(subject, monkeypatch):
     from identity import didkit_backend
 
-    calls = []
-    real = didkit_backend.verify_credential
-
-    def counting(document):
-        calls.append(document)
-        return real(document)
-
-    monkeypatch.setattr(didkit_backend, "verify_credential", counting)
+    calls = count_calls(monkeypatch, didkit_backend, "verify_credential")
     credential = _issue(subject)
     assert selectors.credential_verify(document=credential.document)["verified"]
     assert selectors.credential_verify(document=deep(credential.document))["verified"]
@@ -208,14 +206,8 @@ def test_a_stored_credential_we_signed_is_attested_and_an_altered_one_is_checked
 ):
     from identity import didkit_backend
 
-    calls = []
-    real = didkit_backend.verify_credential
-
-    def counting(document):
-        calls.append(document.get("id"))
-        return real(document)
-
-    monkeypatch.setattr(didkit_backend, "verify_credential", counting)
+    verified = count_calls(monkeypatch, didkit_backend, "verify_credential")
+    calls = _Ids(verified)
     credential = _issue(subject)
     assert len(credential.proof_mac) == 64
     evidence = selectors.credential_evidence(credential_id=credential.id)
@@ -235,3 +227,16 @@ def test_a_stored_credential_we_signed_is_attested_and_an_altered_one_is_checked
     IssuedCredential.objects.filter(pk=credential.pk).update(document=credential.document, proof_mac="0" * 64)
     assert selectors.credential_evidence(credential_id=credential.id)["verification"]["verified"] is True
     assert calls.count(credential.id) == 2
+
+
+class _Ids:
+    """The ids of the documents in a list of recorded calls, read when asked."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def __contains__(self, credential_id) -> bool:
+        return self.count(credential_id) > 0
+
+    def count(self, credential_id) -> int:
+        return sum(1 for document in self.calls if document.get("id") == credential_id)

@@ -1,0 +1,20 @@
+"""The hot-query helper identity uses, and consent_portal (which may import identity) too."""
+
+from django.db import connection
+
+
+def prepared_rows(sql: str, params: list) -> list[tuple]:
+    """Rows of a hot, fixed-text query. On PostgreSQL through a psycopg cursor that binds
+    parameters server-side, so the statement is prepared on the (persistent) connection and
+    PostgreSQL stops planning it on every call (settings: DATABASE_PREPARE_THRESHOLD);
+    elsewhere through Django's cursor."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
