@@ -3,7 +3,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_consent REDIS_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/python -m bench.consent.run
 
-Serves the project with gunicorn (2 sync workers) and a separate Celery worker sealing the
+Serves the project with gunicorn (2 workers, sync unless --gunicorn-threads) and a separate Celery worker sealing the
 ledger, loads it from client threads with keep-alive connections, and measures in one run:
 single consent checks vs GET /api/v1/me (same authentication, one query), and bulk checks
 of 10,000 samples. Prints the figures and writes bench/consent/results.json.
@@ -92,6 +92,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--bulk-runs", type=int, default=5)
+    parser.add_argument("--gunicorn-threads", type=int, default=1,
+                        help="threads per gunicorn worker (1: sync workers; more: gthread)")
     args = parser.parse_args()
     if not os.getenv("DATABASE_URL", "").startswith("postgres") or not os.getenv("REDIS_URL"):
         sys.exit("Set DATABASE_URL (PostgreSQL, loaded by bench.consent.load) and REDIS_URL.")
@@ -119,7 +121,8 @@ def main():
     venv = Path(sys.executable).parent
     worker = start([str(venv / "celery"), "-A", "consent_portal", "worker", "--pool=solo", "-Q", env["CELERY_QUEUE"],
                     "--loglevel", "WARNING"], env, "worker.log")
-    server = start([str(venv / "gunicorn"), "consent_portal.wsgi", "-w", "2", "-b", f"127.0.0.1:{PORT}",
+    threads = ["--threads", str(args.gunicorn_threads)] if args.gunicorn_threads > 1 else []
+    server = start([str(venv / "gunicorn"), "consent_portal.wsgi", "-w", "2", *threads, "-b", f"127.0.0.1:{PORT}",
                     "--log-level", "warning"], env, "gunicorn.log")
     try:
         wait_http(PORT)
@@ -166,7 +169,8 @@ def main():
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "data": data,
-        "setup": {"gunicorn_workers": 2, "client_threads": args.threads, "seconds": args.seconds},
+        "setup": {"gunicorn_workers": 2, "gunicorn_threads": args.gunicorn_threads,
+                  "client_threads": args.threads, "seconds": args.seconds},
         "trivial_get_me": trivial_result,
         "single_check": single_result,
         "single_vs_trivial_rate": round(single_result["per_second"] / trivial_result["per_second"], 3),
@@ -182,9 +186,11 @@ def main():
 def summary(r) -> str:
     t, s, b = r["trivial_get_me"], r["single_check"], r["bulk_10k"]
     ratio = r["single_vs_trivial_rate"]
+    threads = r["setup"].get("gunicorn_threads", 1)
+    workers = "sync workers" if threads == 1 else f"gthread workers of {threads} threads"
     return f"""# Consent benchmark results
 
-One run on {r["machine"]["cpus"]} CPUs, PostgreSQL, gunicorn with {r["setup"]["gunicorn_workers"]} sync workers,
+One run on {r["machine"]["cpus"]} CPUs, PostgreSQL, gunicorn with {r["setup"]["gunicorn_workers"]} {workers},
 a separate Celery worker sealing the ledger, {r["setup"]["client_threads"]} client threads with keep-alive,
 {r["setup"]["seconds"]:.0f} s per endpoint. Data: {r["data"]["participants"]:,} participants,
 {r["data"]["consents"]:,} consents, {r["data"]["samples"]:,} samples (bench.consent.load).
