@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import segno
 from cachetools import LRUCache
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -36,13 +35,11 @@ def _verification_state() -> tuple[set[str], dict[str, str]]:
             f" AND {alias}.etag <> ''"
         )
         params.append(purpose)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT k.did, r.etag, s.etag FROM (SELECT 1 AS one) one"
-            f" LEFT JOIN {keys} k ON k.trusted = %s {' '.join(joins)}",
-            params,
-        )
-        rows = cursor.fetchall()
+    rows = prepared_rows(
+        f"SELECT k.did, r.etag, s.etag FROM (SELECT 1 AS one) one"
+        f" LEFT JOIN {keys} k ON k.trusted = %s {' '.join(joins)}",
+        params,
+    )
     trusted = {did for did, _, _ in rows if did is not None}
     etags = {
         purpose: etag
@@ -219,11 +216,12 @@ def _verify_list_row(purpose: str) -> tuple[str, tuple[str, bytes]]:
 
 
 def _status_list_etags() -> dict[str, str]:
-    return dict(
-        StatusList.objects.filter(number=1, purpose__in=vocabulary.STATUS_PURPOSES)
-        .exclude(etag="")
-        .values_list("purpose", "etag")
-    )
+    purposes = vocabulary.STATUS_PURPOSES
+    return dict(prepared_rows(
+        f"SELECT purpose, etag FROM {StatusList._meta.db_table}"
+        f" WHERE number = 1 AND purpose IN ({', '.join(['%s'] * len(purposes))}) AND etag <> ''",
+        list(purposes),
+    ))
 
 
 def _verified_lists_bits(trusted: set[str], etags: dict[str, str] | None = None) -> dict[str, bytes]:
