@@ -378,6 +378,8 @@ def _nodes_proved_physically(start: int, end: int, runs) -> bool:
     if width != 1 << k or start % width or k > 17:
         return False
     top = max(runs)
+    if top >= 32:  # codes are int4
+        return False
     for level in range(top + 1):
         first, hashes = runs.get(level, (None, ()))
         if level <= k and (first != start >> level or len(hashes) != width >> level):
@@ -784,6 +786,10 @@ def _verify_parallel(report, size, work, chunk_size, progress) -> _Assembly:
                 current += 1
         if failure:
             raise RuntimeError(f"a verification worker failed:\n{failure}")
+        if assembly.gap is None and current < len(work):
+            # A worker died without a word (killed?): its spans were never verified.
+            codes = [process.exitcode for process in processes]
+            raise RuntimeError(f"verification workers ended early (exit codes {codes})")
         finished = True
         return assembly
     finally:

@@ -2,6 +2,7 @@
 is there, and verification by worker processes reports what one process reports."""
 
 import io
+import os
 import random
 import time
 
@@ -276,3 +277,30 @@ def test_verify_ledger_takes_a_worker_count(committed_log):
     call_command("verify_ledger", "--workers", "2", stdout=out, stderr=io.StringIO())
     assert "ledger intact: 30 entries, 56 tree nodes, 3 checkpoints verified by 2 worker processes" in (
         out.getvalue())
+
+
+def test_a_worker_that_fails_fails_the_verification(committed_log, monkeypatch):
+    verify_span = integrity.verify_span
+
+    def broken(start, end, chunk_size, emit):
+        if start == 8:
+            raise OSError("disk on fire")
+        verify_span(start, end, chunk_size, emit)
+
+    monkeypatch.setattr(integrity, "verify_span", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        services.ledger_verify(workers=2)
+
+
+def test_a_worker_that_dies_fails_the_verification(committed_log, monkeypatch):
+    # Its spans were never verified: that must not read as entries missing from the log.
+    verify_span = integrity.verify_span
+
+    def dying(start, end, chunk_size, emit):
+        if start == 8:
+            os._exit(3)
+        verify_span(start, end, chunk_size, emit)
+
+    monkeypatch.setattr(integrity, "verify_span", dying)
+    with pytest.raises(RuntimeError, match="ended early"):
+        services.ledger_verify(workers=2)
