@@ -94,7 +94,7 @@ def main() -> None:
             subject_did=subject.did, credential_type="ConsentCredential", claims=CLAIMS)
 
     def issue_in_transaction():
-        with transaction.atomic():  # as consent_grant calls it: the insert is a savepoint
+        with transaction.atomic():  # as consent_grant calls it, with BEGIN and COMMIT
             return issue()
 
     # Warm both paths (contexts, the shape check, caches, the verified status lists).
@@ -107,9 +107,15 @@ def main() -> None:
     issue_rates = compare(
         lambda: didkit_backend.issue_credential(unsigned, jwk=jwk, verification_method=issuer.verification_method),
         {"services": issue, "services_in_transaction": issue_in_transaction}, N)
+    def verify_first_time():
+        # As for a document this process has not verified before: its proof is checked.
+        selectors._verified_proofs.clear()
+        return selectors.credential_verify(document=sample.document)
+
     verify_rates = compare(
         lambda: didkit_backend.verify_credential(sample.document),
-        {"selectors": lambda: selectors.credential_verify(document=sample.document)}, N)
+        {"selectors": verify_first_time,
+         "selectors_remembered": lambda: selectors.credential_verify(document=sample.document)}, N)
 
     trusted = selectors.trusted_issuer_dids()
     timings = []
@@ -145,7 +151,8 @@ def main() -> None:
         "didkit_verify": p50_ms(lambda: didkit_backend.verify_credential(sample.document), 200),
         "service_issue": p50_ms(issue, 200),
         "service_issue_in_transaction": p50_ms(issue_in_transaction, 200),
-        "selector_verify": p50_ms(lambda: selectors.credential_verify(document=sample.document), 200),
+        "selector_verify_first_time": p50_ms(verify_first_time, 200),
+        "selector_verify_remembered": p50_ms(lambda: selectors.credential_verify(document=sample.document), 200),
     }
     IssuedCredential.objects.filter(status_index__gte=statuslist.LIST_BITS).delete()
     results = {
@@ -160,7 +167,9 @@ def main() -> None:
                         "services_in_transaction": issue_rates["services_in_transaction"],
                         "ratio_in_transaction": round(issue_rates["services_in_transaction"] / issue_rates["bare"], 3)},
         "verify_per_s": {"selectors": verify_rates["selectors"], "bare_didkit": verify_rates["bare"],
-                         "ratio": round(verify_rates["selectors"] / verify_rates["bare"], 3), "target": 0.8},
+                         "ratio": round(verify_rates["selectors"] / verify_rates["bare"], 3), "target": 0.8,
+                         "selectors_remembered": verify_rates["selectors_remembered"],
+                         "ratio_remembered": round(verify_rates["selectors_remembered"] / verify_rates["bare"], 3)},
         "status_check_ms": {"p50": round(statistics.median(timings), 4),
                             "p99": round(timings[int(len(timings) * 0.99)], 4), "target_p50": 1.0},
         "queries": {"issue": queries(issue), "issue_in_transaction": queries(issue_in_transaction),
@@ -185,7 +194,8 @@ def main() -> None:
         "| figure | ours | bare didkit | ratio | target |\n|---|---|---|---|---|\n"
         f"| issue consent credential /s | {issue['services']} | {issue['bare_didkit']} | {issue['ratio']} | >= 0.8 ({met(issue['ratio'] >= 0.8)}) |\n"
         f"| issue, inside the caller's transaction /s | {issue['services_in_transaction']} | {issue['bare_didkit']} | {issue['ratio_in_transaction']} | (as consent_grant calls it) |\n"
-        f"| verify consent credential /s | {verify['selectors']} | {verify['bare_didkit']} | {verify['ratio']} | >= 0.8 ({met(verify['ratio'] >= 0.8)}) |\n\n"
+        f"| verify consent credential, first time in this process /s | {verify['selectors']} | {verify['bare_didkit']} | {verify['ratio']} | >= 0.8 ({met(verify['ratio'] >= 0.8)}) |\n"
+        f"| verify the same credential again (proof remembered) /s | {verify['selectors_remembered']} | {verify['bare_didkit']} | {verify['ratio_remembered']} | |\n\n"
         f"Status check against the cached {statuslist.LIST_BITS}-entry lists: p50 {status['p50']} ms, "
         f"p99 {status['p99']} ms (target p50 < 1 ms: {met(status['p50'] < 1)}).\n\n"
         "## Queries per operation (warm)\n\n| operation | queries | statements |\n|---|---|---|\n"
@@ -195,51 +205,43 @@ def main() -> None:
 
 
 NOTES = """
-## Before these changes
+## Earlier runs
 
-The previous results.json (N=200, same machine): issue 71.8 /s vs 312.1 bare (0.23), verify
-107.1 /s vs 336.6 bare (0.318), status check p50 1.05 ms. Profile (cProfile): pyld strict
-expansion on every issue and verify (~2-6 ms), two status-list queries per check each
-reading and hashing the whole signed list text, and four to six ORM queries per issuance.
+2026-11-24 (a faster day on this shared machine): issue 201.9 /s vs 371.9 bare (0.543), verify
+301.1 /s vs 374.2 bare (0.805, every call checking the proof), status check p50 0.484 ms.
+Before that: issue 0.23, verify 0.318, status check p50 1.05 ms (pyld on every call).
 
-## What is cached, and why it is safe
+## What is cached or remembered, and why it is safe
 
-- **Strict JSON-LD check** (`identity.jsonld.check`). pyld's strict expansion (see
-  `pyld_strict_expansion_uncached`) costs more than didkit's own signing. A document in the
-  exact form we issue (our fixed `@context`, only the members our issuer writes, subject
-  claims from the closed set our context defines, values in IRI positions matching the
-  patterns we write: `urn:uuid:`, `did:key:`/`did:jwk:`, `http(s)://`, `DUO:`/`MONDO:` ids,
-  the two consentStatus terms; literals as strings) is expanded with pyld the first time its
-  claim-name shape is seen; later documents of that shape skip pyld. With the context fixed,
-  the strict check's outcome depends only on the member names and the IRI-position values,
-  which the shape and the patterns pin down. Any other document (another context, a credential
-  issued before the vocabulary change, an extra member, another kind of value, a
-  presentation) is expanded in full every time. The signature is still verified by didkit on
-  every call.
-- **Status lists** (`identity.selectors._verified_lists_bits`). The decoded, signature-checked
-  bits are cached by (purpose, row ETag). The ETag is the hash of the signed text, written with
-  it. Each check reads both ETags (one query, together with the trusted issuer keys for a
-  verification); a changed ETag means the list is read, its text checked against the ETag, its
-  signature, type and purpose verified afresh. The issuer is checked against the trust
-  configuration on every call. A missing list, a text that does not hash to its ETag, a bad
-  signature or an untrusted issuer fails closed (tests in tests/identity/test_status.py).
-- **Issuance**: one query reads the active issuer key and both lists' ETags; the raw bits
-  for the free-index draw are cached by ETag; the first index draw relies on the unique
-  constraint instead of a lookup (a collision draws again, checking). Outside a transaction
-  the insert is one autocommitted statement; inside the caller's (as `consent_grant` calls it)
-  it is a savepoint, 2 more round trips.
+- **Strict JSON-LD check** (`identity.jsonld.check`): a document in the exact form we issue
+  is expanded with pyld the first time its claim-name shape is seen; any other document is
+  expanded in full every time.
+- **Verified proofs** (`identity.selectors._signature`): a proof that checked out is
+  remembered by the SHA-256 of the document's canonical JSON; a changed document is checked
+  afresh, failures are not remembered. The verify figure above is the first verification of
+  a document in the process (the memory cleared before each call); the "again" row shows what
+  remembering buys. For a credential we issued, read back from the database, the stored
+  `proof_mac` (HMAC over the signed document's digest, key derived from the KEK) stands for
+  the proof check; a mismatch is checked in full. Trust, expiry and status: every call.
+- **Status lists** (`identity.selectors._verified_lists_bits`): signature-checked bits cached
+  by (purpose, row ETag); each check reads both ETags in one prepared query; a changed ETag is
+  read and verified afresh; a missing list or an untrusted issuer fails closed.
+- **Issuance**: signing starts with the issuer key this process saw active last, and the one
+  (prepared) query that confirms it and the lists' ETags runs while didkit signs on its own
+  threads; a key rotated meanwhile means signing again before storing (tested). The row is one
+  `INSERT ... ON CONFLICT (status_index) DO NOTHING`, in or out of the caller's transaction.
+  The decrypted issuer key is kept per process; didkit calls reuse one event loop per thread.
 
 ## Why the issue ratio stays below 0.8
 
-Bare didkit issuance does no I/O. Ours must also read the active key and the lists (1 query),
-decrypt the issuer key (JWE), and store the credential durably (1 autocommitted insert; 3
-more statements inside a caller's transaction). 0.8 of bare didkit leaves
-`didkit_issue / 4` ms for all of that. `insert_credential_row_autocommit` alone, the same row
-inserted with nothing else (its cost is mostly the WAL flush at commit; raw SQL instead of the
-ORM saved about 0.1 ms in a trial, so the ORM was kept), plus one round trip and the key
-decryption, already takes that budget or more: the target is out of reach for a service that
-persists what it signs, without giving up durable commits or keeping the issuer's private key
-decrypted in memory (neither done). The pyld cost that was the largest part is gone.
+Bare didkit issuance does no I/O. Ours must also store the credential durably: one INSERT,
+autocommitted (`insert_credential_row_autocommit`, mostly the WAL flush), which cannot start
+before the signature exists, plus building the document and the attestation tag. With the
+confirming query overlapped, what remains is about `service_issue - didkit_issue` in the
+parts table; 0.8 of bare didkit allows `didkit_issue / 4`. On this machine the insert alone
+takes most of that allowance, and on a busy machine the overlapped query competes with
+didkit's threads for the two cores. Meeting 0.8 would mean not waiting for the commit
+(giving up durability of what was signed), which we do not do.
 """
 
 
