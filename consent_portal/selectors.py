@@ -3,11 +3,11 @@
 import base64
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from cachetools import TTLCache
 from django.db import connection
 from django.db.models import Count, Prefetch
 
@@ -33,14 +33,16 @@ from identity.db import prepared_rows
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the
 # migrations load from the shipped CSV (and ontology releases add, never remove).
-_duo_permissions: TTLCache = TTLCache(maxsize=1, ttl=60)
+# (expires at, ids); one tuple, swapped whole, so threads never see it half-made.
+_duo_permissions: tuple[float, frozenset[str]] = (0.0, frozenset())
 
 
 def duo_permission_ids() -> frozenset[str]:
-    ids = _duo_permissions.get("ids")
-    if ids is None:
+    global _duo_permissions
+    expires, ids = _duo_permissions
+    if time.monotonic() >= expires:
         ids = frozenset(DuoTerm.objects.filter(kind=DuoTerm.PERMISSION).values_list("pk", flat=True))
-        _duo_permissions["ids"] = ids
+        _duo_permissions = (time.monotonic() + 60, ids)
     return ids
 
 
@@ -373,7 +375,7 @@ LEFT JOIN {t[Consent]} c ON c.participant_id = s.participant_id
 LEFT JOIN {t[Purpose]} p ON p.id = c.purpose_id
 LEFT JOIN {t[ConsentEvent]} ev ON ev.id = (
     SELECT e2.id FROM {t[ConsentEvent]} e2 WHERE e2.consent_id = c.id
-    ORDER BY e2.created_at DESC LIMIT 1)
+    ORDER BY e2.created_at DESC, e2.ledger_entry_id DESC LIMIT 1)
 ORDER BY c.id"""
 
 

@@ -33,17 +33,28 @@ class CredentialError(ValueError):
 
 
 _loops = threading.local()
+# Loops a forked child inherited. Kept referenced and never closed: closing one would remove
+# its wake-up pipe from the epoll instance the child shares with its parent, and the
+# parent's loop would then never hear that didkit finished.
+_inherited_loops: list = []
+
+
+def _forget_loops_in_child() -> None:
+    global _loops
+    _inherited_loops.append(_loops)
+    _loops = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_loops_in_child)
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop:
     """This thread's event loop for didkit calls, made once: asyncio.run would build and
     tear down a loop (and its selector) on every call, which costs a fair part of a
-    signature."""
+    signature. A forked child (a Celery or gunicorn worker) starts with none."""
     loop = getattr(_loops, "loop", None)
-    # A forked child (a Celery or gunicorn worker) must not share its parent's selector.
-    if loop is None or loop.is_closed() or _loops.pid != os.getpid():
-        loop, _loops.pid = asyncio.new_event_loop(), os.getpid()
-        _loops.loop = loop
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
     return loop
 
 

@@ -120,8 +120,9 @@ def _issuer_did(document: dict) -> str | None:
 # _signature are functions of the document alone: the contexts are fixed and offline, and
 # the proof names a did:key / did:jwk, whose key is in the DID itself. So the same bytes
 # give the same answer; any change to the document changes the digest and is checked
-# afresh. Only successes are kept, so a flood of bad documents cannot evict them. Trust in
-# the issuer, expiry and status are not cached: _credential_checks decides them every call.
+# afresh. Only successes are kept (anyone can make a self-signed did:key document, so a
+# flood could lower the hit rate, never change an answer). Trust in the issuer, expiry and
+# status are not cached: _credential_checks decides them every call.
 _verified_proofs: LRUCache = LRUCache(maxsize=65536)
 _verified_proofs_lock = threading.Lock()
 
@@ -130,12 +131,13 @@ def _signature(document: dict, *, proof_mac: str = "") -> str:
     """The proof check: strict offline JSON-LD (pyld), then the signature (didkit).
 
     proof_mac is the attestation stored with a credential we issued (keys.attestation_mac):
-    when it matches this very document, the document is what our issuer signed, and both
-    checks passed when it was signed; anything else is checked in full.
+    when it matches this very document, the document is byte for byte what our issuer
+    signed (its unsigned form passed the JSON-LD check before signing), so the proof is not
+    checked again; anything else is checked in full.
     """
     digest = document_digest(document)
     if digest is not None:
-        if proof_mac and hmac.compare_digest(proof_mac, attestation_mac(digest)):
+        if proof_mac and proof_mac.isascii() and hmac.compare_digest(proof_mac, attestation_mac(digest)):
             return "ok"
         with _verified_proofs_lock:
             if _verified_proofs.get(digest):

@@ -578,7 +578,10 @@ def credential_issue(
     Signing starts with the issuer key this process saw active last time, and the query
     that says which key is active now runs while didkit signs; if the key changed (a
     rotation elsewhere), the credential is signed again with the active one before
-    anything is stored. So no credential is stored under a key that was not active.
+    anything is stored. A rotation that commits after that query and before the INSERT
+    still stores the credential under the key just retired, as any issuance racing a
+    rotation would: it verifies while that key stays trusted (rotate_issuer_key
+    --distrust-previous is for a compromised key, whose credentials must be re-issued).
     """
     subject = _subject(subject_did=subject_did, credential_type=credential_type, claims=claims)
     now = timezone.now()

@@ -234,7 +234,7 @@ def _kinds_match(blob: bytes, lines: list[bytes], kinds: bytes) -> bool:
     if kinds.translate(None, _KIND_ALPHABET) or kinds.count(b"\n") != n - 1:
         return False
     quoted = (b'"' + kinds.replace(b"\n", b'"\n\x00"') + b'"\n').split(b"\x00")
-    return _KIND_LINES.fullmatch(b"".join(chain.from_iterable(zip(lines, quoted)))) is not None
+    return _KIND_LINES.fullmatch(b"".join(chain.from_iterable(zip(lines, quoted, strict=False)))) is not None
 
 
 def kinds_match(payloads: list[bytes], kinds: list[str]) -> bool:

@@ -177,7 +177,7 @@ class CompactRange:
                 run = [pending[level], *run]
                 first -= 1
             pairs = iter(run)  # zip(pairs, pairs) takes them two by two, an odd last one left
-            run = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+            run = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
             level, first = level + 1, first >> 1
         by_level = {lv: (i, hashes) for lv, i, hashes in runs}
         stack = []

@@ -213,8 +213,10 @@ def witness_overview(*, refusals: int = 20) -> dict:
 # Final receipts by entry id. A sealed entry never changes, and a proof against a final
 # checkpoint stays true and checkable for good, so a receipt once final is served again
 # as it was (against that checkpoint, not a newer one) instead of being rebuilt: a custodian
-# asks about the same consent event again and again. Receipts that are not final yet are
-# never kept. Bounded, per process.
+# asks about the same consent event again and again. What can change is who counts as a
+# witness and the quorum, so each reuse checks those (one small query) and rebuilds the
+# receipt when they differ. Receipts that are not final yet are never kept. Bounded, per
+# process.
 _final_receipts: LRUCache = LRUCache(maxsize=8192)
 _final_receipts_lock = threading.Lock()
 
@@ -230,14 +232,19 @@ def entry_receipt(*, entry_id: int) -> dict | None:
     with _final_receipts_lock:
         cached = _final_receipts.get(entry_id)
     if cached is not None:
-        return {**cached, "inclusion_proof": list(cached["inclusion_proof"]),
-                "witness_keys": list(cached["witness_keys"])}
+        witnesses = _witness_keys()
+        if (cached["witness_keys"], cached["quorum"]) == (tuple(witnesses), witness_quorum()):
+            return {**cached, "inclusion_proof": list(cached["inclusion_proof"]), "witness_keys": witnesses}
     receipt = _entry_receipt(entry_id)
     if receipt is not None and receipt["final"]:
         with _final_receipts_lock:
             _final_receipts[entry_id] = {**receipt, "inclusion_proof": tuple(receipt["inclusion_proof"]),
                                          "witness_keys": tuple(receipt["witness_keys"])}
     return receipt
+
+
+def _witness_keys() -> list[str]:
+    return list(_witness_members().order_by("id").values_list("verifier_key", flat=True))
 
 
 def _entry_receipt(entry_id: int) -> dict | None:
@@ -251,7 +258,7 @@ def _entry_receipt(entry_id: int) -> dict | None:
         checkpoint = checkpoint_latest()
     _, proof = leaf_inclusion(index=index, tree_size=checkpoint.size)
     body, _ = note.split_note(checkpoint.note)
-    witness_keys = list(_witness_members().order_by("id").values_list("verifier_key", flat=True))
+    witness_keys = _witness_keys()
     return {
         "format": RECEIPT_FORMAT,
         "origin": note.parse_checkpoint(body).origin,

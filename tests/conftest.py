@@ -30,6 +30,7 @@ def _fresh_process_caches():
     from identity import selectors as identity_selectors
     from ledger import selectors as ledger_selectors
 
+    from consent_portal import selectors as consent_selectors
     from identity import services as identity_services
 
     caches = (identity_selectors._verified_proofs, ledger_selectors._final_receipts,
@@ -37,6 +38,7 @@ def _fresh_process_caches():
     for cache in caches:
         cache.clear()
     identity_services._last_issuance = None
+    consent_selectors._duo_permissions = (0.0, frozenset())
     yield
     for cache in caches:
         cache.clear()

@@ -71,11 +71,11 @@ def test_a_check_reads_its_facts_in_a_fixed_number_of_queries(
         services.consent_grant(participant=participant, purpose=purposes["health-medical-research"])
     assert check(api, **QUESTION).json()["decision"] == "permit"
     # Warm: the token, the sample, study, approval and every consent (1), the credential with
-    # its status lists' state (1), the event's receipt remembered (0), and the write: the
-    # ledger entry and the check in one transaction (SQLite's test transaction makes that
-    # SAVEPOINT / INSERT / INSERT / RELEASE), then, with in-process tasks only, the check's own
-    # receipt. Nothing grows with the number of consents.
-    with django_assert_max_num_queries(8):
+    # its status lists' state (1), the event's receipt remembered (1: are the witnesses the
+    # same?), and the write: the ledger entry and the check in one transaction (SQLite's test
+    # transaction makes that SAVEPOINT / INSERT / INSERT / RELEASE), then, with in-process
+    # tasks only, the check's own receipt. Nothing grows with the number of consents.
+    with django_assert_max_num_queries(9):
         body = check(api, **QUESTION).json()
     assert body["decision"] == "permit" and body["evidence"]["consent"]["latest_event"]["ledger"]["index"] >= 0
 
