@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import secrets
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -499,6 +500,43 @@ def _get_json(url: str, token: str | None) -> dict:
         raise RemoteAuditError(f"GET {url}: not JSON") from None
 
 
+def _prefix_root(leaf_hashes, size: int) -> bytes:
+    """MTH of the first `size` leaf hashes in the scratch file."""
+    leaf_hashes.seek(0)
+    tree = merkle.CompactRange()
+    while tree.size < size:
+        chunk = leaf_hashes.read(32 * min(65536, size - tree.size))
+        tree.extend([chunk[i : i + 32] for i in range(0, len(chunk), 32)])
+    return tree.root()
+
+
+def _first_unproven_leaf(base: str, token: str | None, checkpoint, leaf_hashes) -> int:
+    """The first index whose leaf, as served, is not the signed tree's.
+
+    The first k leaves served are the signed tree's exactly when the remote's consistency
+    proof from size k to the checkpoint verifies with their root (RFC 9162 §2.1.4). That
+    holds up to the first bad leaf and fails after it, so a binary search over k finds it
+    with O(log n) proofs. A remote that serves bad proofs only moves the answer earlier,
+    never past a bad leaf.
+    """
+    good, bad = 0, checkpoint.size  # the first `good` leaves are proven; `bad` are not
+    while bad - good > 1:
+        k = (good + bad) // 2
+        page = _get_json(f"{base}/proofs/consistency?first={k}&second={checkpoint.size}", token)
+        try:
+            proof = [base64.b64decode(h) for h in page.get("hashes", [])]
+        except (TypeError, ValueError):
+            proof = None
+        if proof is not None and merkle.verify_consistency(
+            first=k, second=checkpoint.size, first_root=_prefix_root(leaf_hashes, k),
+            second_root=checkpoint.root, proof=proof,
+        ):
+            good = k
+        else:
+            bad = k
+    return good
+
+
 def ledger_audit_remote(
     *, url: str, token: str | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict:
@@ -525,22 +563,31 @@ def ledger_audit_remote(
         raise RemoteAuditError(f"checkpoint: {exc}") from None
     if checkpoint.origin != origin:
         raise RemoteAuditError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
-    # Every leaf, streamed through a compact range: constant memory.
+    # Every leaf, streamed through a compact range: constant memory. The leaf hashes also go
+    # to a scratch file (32 bytes each), read again only to find a bad leaf.
     tree = merkle.CompactRange()
-    while tree.size < checkpoint.size:
-        limit = min(1000, checkpoint.size - tree.size)
-        page = _get_json(f"{base}/entries?start={tree.size}&limit={limit}", token)
-        leaves = page.get("leaves") or []
-        if page.get("start") != tree.size or not leaves:
-            raise RemoteAuditError(f"entry {tree.size}: missing from the remote log")
-        for leaf in leaves:
-            tree.append(merkle.leaf_hash(base64.b64decode(leaf)))
-        if progress:
-            progress(tree.size, checkpoint.size)
-    if tree.root() != checkpoint.root:
-        raise RemoteAuditError(
-            f"the {checkpoint.size} leaves do not hash to the signed root of the checkpoint"
-        )
+    with tempfile.TemporaryFile() as leaf_hashes:
+        while tree.size < checkpoint.size:
+            limit = min(1000, checkpoint.size - tree.size)
+            page = _get_json(f"{base}/entries?start={tree.size}&limit={limit}", token)
+            leaves = page.get("leaves") or []
+            if page.get("start") != tree.size or not leaves:
+                raise RemoteAuditError(f"entry {tree.size}: missing from the remote log")
+            hashes = [merkle.leaf_hash(base64.b64decode(leaf)) for leaf in leaves]
+            leaf_hashes.write(b"".join(hashes))
+            tree.extend(hashes)
+            if progress:
+                progress(tree.size, checkpoint.size)
+        if tree.root() != checkpoint.root:
+            bad = _first_unproven_leaf(base, token, checkpoint, leaf_hashes)
+            raise RemoteAuditError(
+                f"entry {bad}: the leaf served is not the one in the signed tree (entries 0 to "
+                f"{bad - 1} are proven against it); the {checkpoint.size} leaves do not hash to "
+                "the signed root of the checkpoint"
+                if bad > 0 else
+                f"entry 0: the leaf served is not the one in the signed tree; the "
+                f"{checkpoint.size} leaves do not hash to the signed root of the checkpoint"
+            )
     checked = []
     for old in seen:
         if old.size > checkpoint.size:

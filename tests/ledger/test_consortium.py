@@ -254,6 +254,18 @@ def test_remote_audit_refuses_leaves_that_do_not_match_the_signed_root(remote):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("index", [0, 1, 699, 1198, 1199])
+def test_remote_audit_names_the_first_leaf_served_differently_from_the_signed_tree(remote, index):
+    url, token = remote
+    append(1200)
+    services.ledger_seal_pending()
+    for bad in (index, min(index + 50, 1199)):  # a later bad leaf must not hide the first
+        Entry.objects.filter(index=bad).update(payload=b'{"kind":"consent.granted","x":1}')
+    with pytest.raises(CommandError, match=rf"entry {index}: the leaf served is not the one in the signed tree"):
+        audit(url, token)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_remote_audit_needs_a_token_and_a_reachable_log(remote):
     url, _ = remote
     with pytest.raises(CommandError, match="HTTP 401"):
