@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
-from identity.db import prepared_rows
+from identity.db import prepared_rows, status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, document_digest
 from identity.models import DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
@@ -27,26 +27,13 @@ def trusted_issuer_dids() -> set[str]:
 def _verification_state() -> tuple[set[str], dict[str, str]]:
     """(trusted issuer DIDs, {purpose: ETag} of our signed status lists), in one query:
     everything a warm verification reads from the database."""
-    keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
-    joins, params = [], [True]
-    for alias, purpose in zip(("r", "s"), vocabulary.STATUS_PURPOSES, strict=True):
-        joins.append(
-            f"LEFT JOIN {lists} {alias} ON {alias}.purpose = %s AND {alias}.number = 1"
-            f" AND {alias}.etag <> ''"
-        )
-        params.append(purpose)
+    joins, params = status_etag_joins()
     rows = prepared_rows(
         f"SELECT k.did, r.etag, s.etag FROM (SELECT 1 AS one) one"
-        f" LEFT JOIN {keys} k ON k.trusted = %s {' '.join(joins)}",
-        params,
+        f" LEFT JOIN {IssuerKey._meta.db_table} k ON k.trusted = %s {joins}",
+        [True, *params],
     )
-    trusted = {did for did, _, _ in rows if did is not None}
-    etags = {
-        purpose: etag
-        for purpose, etag in zip(vocabulary.STATUS_PURPOSES, rows[0][1:], strict=True)
-        if etag
-    }
-    return trusted, etags
+    return {row[0] for row in rows if row[0] is not None}, status_etags(rows[0][1:])
 
 
 def issuer_keys() -> QuerySet[IssuerKey]:
@@ -353,15 +340,12 @@ def credential_evidence(*, credential_id: str) -> dict | None:
     status lists, fail closed); the status bits are those the verification read, at the
     index the credential names.
     """
-    keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
+    joins, params = status_etag_joins()
     rows = prepared_rows(
         f"SELECT c.document, c.status_index, c.proof_mac, k.did, r.etag, s.etag"
         f" FROM {IssuedCredential._meta.db_table} c"
-        f" LEFT JOIN {keys} k ON k.trusted = %s"
-        f" LEFT JOIN {lists} r ON r.purpose = %s AND r.number = 1 AND r.etag <> ''"
-        f" LEFT JOIN {lists} s ON s.purpose = %s AND s.number = 1 AND s.etag <> ''"
-        f" WHERE c.id = %s",
-        [True, *vocabulary.STATUS_PURPOSES, credential_id],
+        f" LEFT JOIN {IssuerKey._meta.db_table} k ON k.trusted = %s {joins} WHERE c.id = %s",
+        [True, *params, credential_id],
     )
     if not rows:
         return None
@@ -369,11 +353,7 @@ def credential_evidence(*, credential_id: str) -> dict | None:
     if isinstance(document, (str, bytes)):
         document = json.loads(document)
     trusted = {row[3] for row in rows if row[3] is not None}
-    etags = {
-        purpose: etag
-        for purpose, etag in zip(vocabulary.STATUS_PURPOSES, rows[0][4:], strict=True)
-        if etag
-    }
+    etags = status_etags(rows[0][4:])
     signature = _signature(document, proof_mac=proof_mac)
     verification = _credential_checks(document, signature, trusted, etags)
     try:

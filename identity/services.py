@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
-from identity.db import prepared_rows
+from identity.db import prepared_rows, status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, decrypt_secret, document_digest, encrypt_secret
 from identity.models import Challenge, DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
@@ -420,10 +420,10 @@ def _random_free_index(etags: dict[str, str] | None = None, *, check_used: bool 
     verifier link credentials issued together.
     """
     etags = etags if etags is not None else _ensure_status_lists()
-    lists = [_bits_for(purpose, etag) for purpose, etag in etags.items()]
+    lists = _lists_bits(etags)
 
     def free(index: int) -> bool:
-        return not any(statuslist.get_bit(bits, index) for bits in lists)
+        return _clear_in(lists, index)
 
     for _ in range(64):
         index = secrets.randbelow(statuslist.LIST_BITS)
@@ -439,8 +439,12 @@ def _random_free_index(etags: dict[str, str] | None = None, *, check_used: bool 
     return secrets.choice(left)
 
 
-def _index_free(index: int, etags: dict[str, str]) -> bool:
-    return not any(statuslist.get_bit(_bits_for(p, etag), index) for p, etag in etags.items())
+def _lists_bits(etags: dict[str, str]) -> list[bytes]:
+    return [_bits_for(purpose, etag) for purpose, etag in etags.items()]
+
+
+def _clear_in(lists: list[bytes], index: int) -> bool:
+    return not any(statuslist.get_bit(bits, index) for bits in lists)
 
 
 def _subject(*, subject_did: str, credential_type: str, claims: dict) -> dict:
@@ -483,15 +487,11 @@ _ISSUANCE_COLUMNS = ("id", "did", "verification_method", "encrypted_jwk", "activ
                      "created_at", "retired_at")
 
 
-def _issuance_state_sql() -> str:
-    keys, lists = IssuerKey._meta.db_table, StatusList._meta.db_table
+def _issuance_state_sql() -> tuple[str, list]:
+    joins, params = status_etag_joins()
     columns = ", ".join(f"k.{c}" for c in _ISSUANCE_COLUMNS)
-    return (
-        f"SELECT {columns}, r.etag, s.etag FROM {keys} k"
-        f" LEFT JOIN {lists} r ON r.purpose = %s AND r.number = 1 AND r.etag <> ''"
-        f" LEFT JOIN {lists} s ON s.purpose = %s AND s.number = 1 AND s.etag <> ''"
-        f" WHERE k.active = %s"
-    )
+    sql = f"SELECT {columns}, r.etag, s.etag FROM {IssuerKey._meta.db_table} k {joins} WHERE k.active = %s"
+    return sql, [*params, True]
 
 
 # The issuance state this process read last: credential_issue starts signing with it and
@@ -503,14 +503,14 @@ def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
     """The active issuer key and {purpose: ETag} of both signed lists, in one (prepared)
     query when both exist (creating the key or signing a list on first use)."""
     global _last_issuance
-    rows = prepared_rows(_issuance_state_sql(), [*vocabulary.STATUS_PURPOSES, True])
+    rows = prepared_rows(*_issuance_state_sql())
     if rows:
         n = len(_ISSUANCE_COLUMNS)
         issuer = IssuerKey.from_db(connection.alias, list(_ISSUANCE_COLUMNS), rows[0][:n])
-        etags = dict(zip(vocabulary.STATUS_PURPOSES, rows[0][n:], strict=True))
+        etags = status_etags(rows[0][n:])
     else:
-        issuer, etags = issuer_get_or_create(), dict.fromkeys(vocabulary.STATUS_PURPOSES)
-    if not all(etags.values()):
+        issuer, etags = issuer_get_or_create(), {}
+    if len(etags) < len(vocabulary.STATUS_PURPOSES):  # a list not signed yet
         etags = _ensure_status_lists()
     _last_issuance = issuer, etags
     return issuer, etags
@@ -623,7 +623,7 @@ def credential_issue(
                 issuer = current
                 continue
             issuer = current
-            if not _index_free(index, etags):
+            if not _clear_in(_lists_bits(etags), index):
                 signing()
                 continue  # the lists changed meanwhile and the index is taken
         signed = signing()
