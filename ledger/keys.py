@@ -57,6 +57,15 @@ def ledger_key_get_or_create() -> LogKey:
         return LogKey.objects.get(name=name)
 
 
+# Verifier keys by key name, once read: a key row, once made, never changes (a new key
+# means a new name), so receipts, checkpoints and the API need not read it every time.
+_verifier_keys: dict[str, str] = {}
+
+
 def ledger_verifier_key() -> str:
-    key = ledger_key_get_or_create()
-    return note.verifier_key(key.name, bytes(key.public_key))
+    name = settings.LEDGER_KEY_NAME
+    verifier = _verifier_keys.get(name)
+    if verifier is None:
+        key = ledger_key_get_or_create()
+        verifier = _verifier_keys[key.name] = note.verifier_key(key.name, bytes(key.public_key))
+    return verifier

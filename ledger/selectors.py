@@ -243,6 +243,15 @@ def entry_receipt(*, entry_id: int) -> dict | None:
     return receipt
 
 
+def entry_receipt_just_appended(*, entry_id: int) -> dict | None:
+    """entry_receipt for an entry whose transaction has just committed: None (pending)
+    without a query when a worker seals it, since it cannot be sealed yet; only in-process
+    tasks (the embedded default) have sealed it already."""
+    from celery import current_app
+
+    return entry_receipt(entry_id=entry_id) if current_app.conf.task_always_eager else None
+
+
 def _witness_keys() -> list[str]:
     return list(_witness_members().order_by("id").values_list("verifier_key", flat=True))
 
@@ -268,20 +277,9 @@ def _entry_receipt(entry_id: int) -> dict | None:
         "inclusion_proof": [_b64(h) for h in proof],
         # Without registered witnesses there is no cosignature to append.
         "checkpoint": checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note,
-        "log_key": _log_verifier_key(),
+        "log_key": ledger_verifier_key(),
         "witness_keys": witness_keys,
         "quorum": witness_quorum(),
         "final": final,
     }
 
-
-# The log's verifier key by key name: a key row, once made, never changes (keys.py).
-_verifier_keys: dict[str, str] = {}
-
-
-def _log_verifier_key() -> str:
-    name = settings.LEDGER_KEY_NAME
-    key = _verifier_keys.get(name)
-    if key is None:
-        key = _verifier_keys[name] = ledger_verifier_key()
-    return key

@@ -276,7 +276,6 @@ def ledger_seal_pending(*, max_batch: int | None = None) -> int:
 # -- the integrity check (its machinery is ledger.integrity) --
 
 VerifyReport = integrity.VerifyReport
-_kind_ok = integrity.kind_ok
 
 
 def ledger_verify(
@@ -580,12 +579,9 @@ def ledger_audit_remote(
                 progress(tree.size, checkpoint.size)
         if tree.root() != checkpoint.root:
             bad = _first_unproven_leaf(base, token, checkpoint, leaf_hashes)
+            proven = f" (entries 0 to {bad - 1} are proven against it)" if bad else ""
             raise RemoteAuditError(
-                f"entry {bad}: the leaf served is not the one in the signed tree (entries 0 to "
-                f"{bad - 1} are proven against it); the {checkpoint.size} leaves do not hash to "
-                "the signed root of the checkpoint"
-                if bad > 0 else
-                f"entry 0: the leaf served is not the one in the signed tree; the "
+                f"entry {bad}: the leaf served is not the one in the signed tree{proven}; the "
                 f"{checkpoint.size} leaves do not hash to the signed root of the checkpoint"
             )
     checked = []

@@ -28,13 +28,14 @@ def _fresh_process_caches():
     # verifier key (ledger) are remembered per process; a test must not see another test's,
     # whose rows were rolled back.
     from identity import selectors as identity_selectors
+    from ledger import keys as ledger_keys
     from ledger import selectors as ledger_selectors
 
     from consent_portal import selectors as consent_selectors
     from identity import services as identity_services
 
     caches = (identity_selectors._verified_proofs, ledger_selectors._final_receipts,
-              ledger_selectors._verifier_keys)
+              ledger_keys._verifier_keys)
     for cache in caches:
         cache.clear()
     identity_services._last_issuance = None

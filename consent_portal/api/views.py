@@ -7,7 +7,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from consent_portal import selectors, services
-from consent_portal.celery import app as celery_app
 from consent_portal.api.serializers import (
     BulkCheckRequest,
     ConsentCheckRequest,
@@ -32,9 +31,7 @@ def _check_ledger(check: ConsentCheck) -> dict:
 
 
 def _fresh_check_ledger(check: ConsentCheck) -> dict:
-    # Just committed: a worker seals it after this answer, so do not ask the database;
-    # only in-process tasks (the embedded default) have sealed it already.
-    return _check_ledger(check) if celery_app.conf.task_always_eager else dict(_CHECK_PENDING)
+    return ledger_selectors.entry_receipt_just_appended(entry_id=check.ledger_entry_id) or dict(_CHECK_PENDING)
 
 
 def _check_body(check: ConsentCheck, *, fresh: bool = False) -> dict:

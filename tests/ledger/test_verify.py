@@ -6,7 +6,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from ledger import merkle, services
+from ledger import integrity, merkle, services
 from ledger.canonical import canonical_json
 from ledger.models import Checkpoint, Entry, TreeNode, TreeState
 
@@ -206,7 +206,7 @@ def test_a_payload_jsonb_would_refuse_is_still_checked(sealed_log):
 )
 def test_kind_is_read_from_the_top_level_exactly_as_python_reads_it(sealed_log, payload):
     Entry.objects.filter(index=3).update(payload=payload, leaf_hash=merkle.leaf_hash(payload))
-    expected = services._kind_ok(payload, "consent.granted")
+    expected = integrity.kind_ok(payload, "consent.granted")
     problems = services.ledger_verify().problems
     assert ("entry 3: kind 'consent.granted' does not match the payload" not in problems) == expected
 
