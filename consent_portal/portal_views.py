@@ -210,7 +210,7 @@ def withdraw(request, participant):
          "withdrawals": selectors.withdrawals_of(participant=participant),
          "signing_dids": selectors.signing_dids(participant=participant),
          # Erasure withdraws at no further use first, unless that is done: then it is signed too.
-         "erase_withdraws": not participant.withdrawals.filter(level=Withdrawal.NO_USE).exists()},
+         "erase_withdraws": not selectors.withdrawn_from_use(participant=participant)},
     )
 
 

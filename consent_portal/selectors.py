@@ -25,6 +25,7 @@ from consent_portal.models import (
     Sample,
     Study,
     StudyUse,
+    Withdrawal,
     WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
@@ -300,6 +301,11 @@ def consent_fhir(*, consent: Consent, credential: dict) -> dict:
         },
         "provision": provision,
     }
+
+
+def withdrawn_from_use(*, participant: Participant) -> bool:
+    """Whether the participant withdrew at the strongest level (no further use)."""
+    return participant.withdrawals.filter(level=Withdrawal.NO_USE).exists()
 
 
 def signing_dids(*, participant: Participant) -> list[str]:

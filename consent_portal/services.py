@@ -235,11 +235,7 @@ def _signature(*, participant: Participant, expected: dict, signed_decision: str
     if participant.key_custody == Participant.SELF_CUSTODY:
         if not signed_decision:
             raise ConsentStateError("You hold your own key: sign this decision in your browser.")
-        signers = {
-            key.did
-            for key in identity_selectors.holder_keys(holder=str(participant.pseudonym))
-            if key.custody == Participant.SELF_CUSTODY
-        }
+        signers = set(selectors.signing_dids(participant=participant))
         try:
             redeemed = identity_services.presentation_redeem(
                 token=signed_decision, purpose="decision", bound_to=str(participant.pseudonym), signers=signers
@@ -922,7 +918,7 @@ def participant_erase(*, participant: Participant, signed_decision: str | None =
     participant_withdraw: `signed_decision` is the participant's signed withdrawal at that
     level when they hold their own key."""
     with transaction.atomic():
-        if not participant.withdrawals.filter(level=Withdrawal.NO_USE).exists():
+        if not selectors.withdrawn_from_use(participant=participant):
             participant_withdraw(participant=participant, level=Withdrawal.NO_USE, signed_decision=signed_decision)
         user = participant.user
         participant.user = None
