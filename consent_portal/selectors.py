@@ -29,7 +29,7 @@ from consent_portal.models import (
     WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
-from identity.db import prepared_rows
+from consent_portal.db import prepared_rows
 
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the

@@ -12,7 +12,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
-from identity.db import prepared_rows, status_etag_joins, status_etags
+from consent_portal.db import prepared_rows
+from identity.db import status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, document_digest
 from identity.models import DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList

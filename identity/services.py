@@ -17,7 +17,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
-from identity.db import prepared_rows, status_etag_joins, status_etags
+from consent_portal.db import prepared_rows
+from identity.db import status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, decrypt_secret, document_digest, encrypt_secret
 from identity.models import Challenge, DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList

@@ -5,12 +5,13 @@ import threading
 
 from cachetools import LRUCache
 from django.conf import settings
-
+from django.db import connection
 from django.db.models import Count, Max, Q
 
+from consent_portal.db import prepared_rows
 from ledger import merkle, note
 from ledger.keys import ledger_verifier_key
-from ledger.models import Checkpoint, Entry, Member, TreeNode, TreeState, WitnessRefusal
+from ledger.models import Checkpoint, Cosignature, Entry, Member, TreeNode, TreeState, WitnessRefusal
 
 RECEIPT_FORMAT = "consent-ledger-receipt/v1"
 
@@ -19,11 +20,27 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _subtree_hashes_sql() -> str:
+    table = TreeNode._meta.db_table
+    return (f"SELECT t.level, t.index, t.hash FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, index)"
+            f" JOIN {table} t ON t.level = k.level AND t.index = k.index")
+
+
 def subtree_hashes(*, pairs) -> dict[tuple[int, int], bytes]:
-    """Stored subtree hashes for these (level, index) pairs, in one query."""
+    """Stored subtree hashes for these (level, index) pairs, in one query.
+
+    On PostgreSQL one prepared statement whose text does not change with the proof: the
+    pairs travel as two arrays and each is one primary-key probe. The ORM's
+    (level, index) IN (...) has a new text for every proof, is planned every time (about
+    0.6 ms for the ~40 pairs of a proof in a million-entry log) and runs as a bitmap OR.
+    """
     if not pairs:
         return {}
-    rows = TreeNode.objects.filter(pk__in=list(pairs)).values_list("level", "index", "hash")
+    if connection.vendor == "postgresql":
+        levels, indexes = zip(*pairs, strict=True)
+        rows = prepared_rows(_subtree_hashes_sql(), [list(levels), list(indexes)])
+    else:
+        rows = TreeNode.objects.filter(pk__in=list(pairs)).values_list("level", "index", "hash")
     return {(level, index): bytes(h) for level, index, h in rows}
 
 
@@ -256,7 +273,43 @@ def _witness_keys() -> list[str]:
     return list(_witness_members().order_by("id").values_list("verifier_key", flat=True))
 
 
+def _receipt_facts_sql() -> str:
+    """The entry, the newest checkpoint covering it that has the quorum (the same rule as
+    _final_checkpoints), that checkpoint's witness cosignature lines and the registered
+    witnesses' keys, in one statement (PostgreSQL)."""
+    entries, checkpoints = Entry._meta.db_table, Checkpoint._meta.db_table
+    cosignatures, members = Cosignature._meta.db_table, Member._meta.db_table
+    witness = "m.active AND m.verifier_key <> ''"
+    cosigners = (f"SELECT count(*) FROM {cosignatures} s JOIN {members} m ON m.id = s.member_id"
+                 f" WHERE s.checkpoint_id = c.id AND {witness}")
+    return (
+        f"SELECT e.index, e.payload, f.size, f.note,"
+        f" (SELECT string_agg(s.line, '' ORDER BY s.member_id) FROM {cosignatures} s"
+        f"   JOIN {members} m ON m.id = s.member_id WHERE s.checkpoint_id = f.id AND {witness}),"
+        f" (SELECT string_agg(m.verifier_key, E'\\n' ORDER BY m.id) FROM {members} m WHERE {witness})"
+        f" FROM {entries} e LEFT JOIN LATERAL ("
+        f"   SELECT c.id, c.size, c.note FROM {checkpoints} c"
+        f"   WHERE c.size > e.index AND (%s = 0 OR ({cosigners}) >= %s)"
+        f"   ORDER BY c.size DESC LIMIT 1) f ON true"
+        f" WHERE e.id = %s"
+    )
+
+
 def _entry_receipt(entry_id: int) -> dict | None:
+    if connection.vendor == "postgresql":
+        # A cold receipt in two statements (this one and the proof's hashes) instead of five.
+        quorum = witness_quorum()
+        rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id])
+        if not rows:
+            raise Entry.DoesNotExist(f"no ledger entry {entry_id}")
+        index, payload, size, checkpoint_note, lines, keys = rows[0]
+        if index is None:
+            return None
+        if size is not None:
+            witness_keys = keys.split("\n") if keys else []
+            cosigned = checkpoint_note + (lines or "") if witness_keys else checkpoint_note
+            return _receipt(index=index, payload=bytes(payload), size=size, checkpoint_note=checkpoint_note,
+                            cosigned=cosigned, witness_keys=witness_keys, final=True)
     row = Entry.objects.filter(id=entry_id).values_list("index", "payload").get()
     index, payload = row
     if index is None:
@@ -265,21 +318,27 @@ def _entry_receipt(entry_id: int) -> dict | None:
     final = checkpoint is not None
     if checkpoint is None:
         checkpoint = checkpoint_latest()
-    _, proof = leaf_inclusion(index=index, tree_size=checkpoint.size)
-    body, _ = note.split_note(checkpoint.note)
     witness_keys = _witness_keys()
+    # Without registered witnesses there is no cosignature to append.
+    cosigned = checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note
+    return _receipt(index=index, payload=bytes(payload), size=checkpoint.size, checkpoint_note=checkpoint.note,
+                    cosigned=cosigned, witness_keys=witness_keys, final=final)
+
+
+def _receipt(*, index: int, payload: bytes, size: int, checkpoint_note: str, cosigned: str,
+             witness_keys: list[str], final: bool) -> dict:
+    _, proof = leaf_inclusion(index=index, tree_size=size)
+    body, _ = note.split_note(checkpoint_note)
     return {
         "format": RECEIPT_FORMAT,
         "origin": note.parse_checkpoint(body).origin,
         "index": index,
-        "leaf": _b64(bytes(payload)),
-        "tree_size": checkpoint.size,
+        "leaf": _b64(payload),
+        "tree_size": size,
         "inclusion_proof": [_b64(h) for h in proof],
-        # Without registered witnesses there is no cosignature to append.
-        "checkpoint": checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note,
+        "checkpoint": cosigned,
         "log_key": ledger_verifier_key(),
         "witness_keys": witness_keys,
         "quorum": witness_quorum(),
         "final": final,
     }
-
