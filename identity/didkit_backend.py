@@ -131,42 +131,37 @@ def issue_credential(credential: dict, *, jwk: str, verification_method: str) ->
     return _signed_credential(credential, text)
 
 
-def issue_credential_begin(
-    credential: dict, *, jwk: str, verification_method: str
-) -> Callable[[], dict]:
-    """Starts signing as issue_credential does and returns a function that waits for it.
-
-    didkit signs on threads of its own (tokio), without Python's lock, so the caller can
-    wait on the database meanwhile. Inside a running event loop this signs at once.
-    """
-    options = _issue_options(verification_method)
+def _begin(make: Callable[[], Awaitable[str]]) -> Callable[[], str]:
+    """Starts a didkit coroutine on this thread's loop and returns a function that waits for
+    its result. pyo3-asyncio spawns didkit's work as soon as the future exists, and didkit
+    runs it on threads of its own (tokio) without Python's lock, so the caller can wait on
+    the database meanwhile. Inside a running event loop the call runs at once."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
-        signed = issue_credential(credential, jwk=jwk, verification_method=verification_method)
-        return lambda: signed
+        result = _run(make)
+        return lambda: result
     loop = _thread_loop()
 
     async def start():
-        # pyo3-asyncio spawns the signing as soon as the future exists.
-        return asyncio.ensure_future(didkit.issue_credential(json.dumps(credential), options, jwk))
+        return asyncio.ensure_future(make())
 
     future = _run_in(lambda: loop.run_until_complete(start()))
-
-    def wait() -> dict:
-        return _signed_credential(credential, _run_in(lambda: loop.run_until_complete(future)))
-
-    return wait
+    return lambda: _run_in(lambda: loop.run_until_complete(future))
 
 
-def verify_credential(document: dict) -> dict:
-    """didkit's verification result: {"checks": [...], "warnings": [...], "errors": [...]}.
+def issue_credential_begin(
+    credential: dict, *, jwk: str, verification_method: str
+) -> Callable[[], dict]:
+    """Starts signing as issue_credential does and returns a function that waits for it."""
+    text, options = json.dumps(credential), _issue_options(verification_method)
+    wait = _begin(lambda: didkit.issue_credential(text, options, jwk))
+    return lambda: _signed_credential(credential, wait())
 
-    Checks the proof only: didkit 0.3.3 neither checks expirationDate nor, unless asked
-    (we never ask: it would fetch), the credential status.
-    """
+
+def _check_credential_dids(document: dict) -> None:
     if not isinstance(document, dict):
         raise CredentialError("a credential must be a JSON object")
     issuer = document.get("issuer")
@@ -176,8 +171,25 @@ def verify_credential(document: dict) -> dict:
         if not isinstance(proof, dict):
             raise CredentialError("the credential has no proof")
         _check_offline_did(proof.get("verificationMethod"))
-    result = _run(lambda: didkit.verify_credential(json.dumps(document), _PROOF_OPTIONS))
-    return json.loads(result)
+
+
+def verify_credential(document: dict) -> dict:
+    """didkit's verification result: {"checks": [...], "warnings": [...], "errors": [...]}.
+
+    Checks the proof only: didkit 0.3.3 neither checks expirationDate nor, unless asked
+    (we never ask: it would fetch), the credential status.
+    """
+    _check_credential_dids(document)
+    return json.loads(_run(lambda: didkit.verify_credential(json.dumps(document), _PROOF_OPTIONS)))
+
+
+def verify_credential_begin(document: dict) -> Callable[[], dict]:
+    """Starts verify_credential and returns a function that waits for its result (raising
+    CredentialError as verify_credential does, at once or when waited for)."""
+    _check_credential_dids(document)
+    text = json.dumps(document)
+    wait = _begin(lambda: didkit.verify_credential(text, _PROOF_OPTIONS))
+    return lambda: json.loads(wait())
 
 
 def resolve_did(did: str) -> dict:

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import segno
@@ -11,8 +12,8 @@ from cachetools import LRUCache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from consent_portal.db import prepared_rows
+from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from identity.db import status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, document_digest
@@ -123,34 +124,45 @@ def _signature(document: dict, *, proof_mac: str = "") -> str:
     signed (its unsigned form passed the JSON-LD check before signing), so the proof is not
     checked again; anything else is checked in full.
     """
+    return _signature_begin(document, proof_mac=proof_mac)()
+
+
+def _signature_begin(document: dict, *, proof_mac: str = "") -> Callable[[], str]:
+    """_signature, started: didkit checks the proof on its own threads while the caller
+    reads the trust and status state; the function returned waits for the verdict."""
     digest = document_digest(document)
     if digest is not None:
         if proof_mac and proof_mac.isascii() and hmac.compare_digest(proof_mac, attestation_mac(digest)):
-            return "ok"
+            return lambda: "ok"
         with _verified_proofs_lock:
             if _verified_proofs.get(digest):
-                return "ok"
-    verdict = _signature_uncached(document)
-    if verdict == "ok" and digest is not None:
-        with _verified_proofs_lock:
-            _verified_proofs[digest] = True
-    return verdict
-
-
-def _signature_uncached(document: dict) -> str:
+                return lambda: "ok"
     try:
         jsonld.check(document)
     except jsonld.JsonLdError as exc:
-        return _failed(str(exc))
+        refused = _failed(str(exc))
+        return lambda: refused
     try:
-        result = didkit_backend.verify_credential(document)
+        wait = didkit_backend.verify_credential_begin(document)
     except CredentialError as exc:
-        return _failed(str(exc))
-    if result.get("errors"):
-        return _failed("; ".join(result["errors"]))
-    if "proof" not in result.get("checks", []):
-        return _failed("no proof was checked")
-    return "ok"
+        refused = _failed(str(exc))
+        return lambda: refused
+
+    def verdict() -> str:
+        try:
+            result = wait()
+        except CredentialError as exc:
+            return _failed(str(exc))
+        if result.get("errors"):
+            return _failed("; ".join(result["errors"]))
+        if "proof" not in result.get("checks", []):
+            return _failed("no proof was checked")
+        if digest is not None:
+            with _verified_proofs_lock:
+                _verified_proofs[digest] = True
+        return "ok"
+
+    return verdict
 
 
 def _parse_datetime(value) -> datetime | None:
@@ -297,18 +309,20 @@ def _verdict(checks: dict, status_error: str | None, **extra) -> dict:
 
 
 def _credential_checks(
-    document: dict, signature: str, trusted: set[str], etags: dict[str, str] | None = None
+    document: dict, signature: str | Callable[[], str], trusted: set[str], etags: dict[str, str] | None = None
 ) -> dict:
+    """Every check but the proof's, then the proof's verdict: a string, or a function that
+    waits for it (so a started didkit check runs while the others do)."""
     issuer = _issuer_did(document)
-    checks = {
-        "signature": signature,
-        "issuer_trusted": "ok"
-        if issuer in trusted
-        else _failed(f"issuer {issuer!r} is not a trusted issuer"),
-        "not_expired": _not_expired(document),
-    }
+    issuer_trusted = "ok" if issuer in trusted else _failed(f"issuer {issuer!r} is not a trusted issuer")
+    not_expired = _not_expired(document)
     status, status_error = _credential_status(document, trusted, etags)
-    checks["status"] = status
+    checks = {
+        "signature": signature if isinstance(signature, str) else signature(),
+        "issuer_trusted": issuer_trusted,
+        "not_expired": not_expired,
+        "status": status,
+    }
     return _verdict(checks, status_error)
 
 
@@ -328,8 +342,9 @@ def credential_verify(*, document: dict) -> dict:
     """
     if not isinstance(document, dict):
         return _not_an_object("credential")
-    trusted, etags = _verification_state()
-    return _credential_checks(document, _signature(document), trusted, etags)
+    signature = _signature_begin(document)
+    trusted, etags = _verification_state()  # while didkit checks the proof
+    return _credential_checks(document, signature, trusted, etags)
 
 
 def credential_evidence(*, credential_id: str) -> dict | None:

@@ -16,8 +16,8 @@ from cachetools import LRUCache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from consent_portal.db import prepared_rows
+from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from identity.db import status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, decrypt_secret, document_digest, encrypt_secret

@@ -115,12 +115,8 @@ def _personal_data(value, path: str) -> str | None:
     return None
 
 
-def entry_append(*, kind: str, payload: dict) -> Entry:
-    """Adds a pending entry; sealing is enqueued when the caller's transaction commits.
-
-    The stored leaf is the canonical JSON of the payload with "kind" added, so the kind is
-    covered by the leaf hash and a relabelled row is caught by ledger_verify.
-    """
+def _leaf(*, kind: str, payload: dict) -> bytes:
+    """The leaf bytes of a new entry, after refusing a bad kind or personal data."""
     if not isinstance(kind, str) or len(kind) > 64 or not KIND_PATTERN.fullmatch(kind):
         raise ValueError(f"kind {kind!r} must be dotted lower-case words, at most 64 characters")
     if not isinstance(payload, dict):
@@ -132,9 +128,33 @@ def entry_append(*, kind: str, payload: dict) -> Entry:
         raise ValueError(
             f"{found} looks like personal data; the ledger takes pseudonymous ids only"
         )
-    entry = Entry.objects.create(kind=kind, payload=canonical_json({**payload, "kind": kind}))
+    return canonical_json({**payload, "kind": kind})
+
+
+def entry_append(*, kind: str, payload: dict) -> Entry:
+    """Adds a pending entry; sealing is enqueued when the caller's transaction commits.
+
+    The stored leaf is the canonical JSON of the payload with "kind" added, so the kind is
+    covered by the leaf hash and a relabelled row is caught by ledger_verify.
+    """
+    entry = Entry.objects.create(kind=kind, payload=_leaf(kind=kind, payload=payload))
     transaction.on_commit(_enqueue_seal)
     return entry
+
+
+def entry_insert_sql(*, kind: str, payload: dict, created_at) -> tuple[str, list]:
+    """entry_append as an `INSERT ... RETURNING id` to run inside the caller's own statement
+    (PostgreSQL: a data-modifying WITH), so a record and its ledger entry are written in one
+    round trip. The caller must call entry_inserted() after running it."""
+    qn = connection.ops.quote_name
+    sql = (f"INSERT INTO {qn(Entry._meta.db_table)} ({qn('kind')}, {qn('payload')}, {qn('created_at')})"
+           f" VALUES (%s, %s, %s) RETURNING {qn('id')}")
+    return sql, [kind, _leaf(kind=kind, payload=payload), created_at]
+
+
+def entry_inserted() -> None:
+    """What entry_append does after its INSERT: seal once the caller's write commits."""
+    transaction.on_commit(_enqueue_seal)
 
 
 def _enqueue_seal() -> None:

@@ -89,6 +89,36 @@ def test_the_check_itself_is_recorded_on_the_ledger(api, sample, approved_study)
     assert payload["decision"] == "deny" and payload["reasons"] == ["no_consent"]
 
 
+def test_a_check_and_its_ledger_entry_are_written_in_one_statement_on_postgresql(api, sample, approved_study):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("data-modifying WITH is PostgreSQL's; SQLite writes the two rows in one transaction")
+    with CaptureQueriesContext(connection) as captured:
+        body = check(api, **QUESTION).json()
+    writes = [q["sql"] for q in captured.captured_queries
+              if q["sql"] and q["sql"].lstrip().upper().startswith(("INSERT", "WITH", "UPDATE", "SAVEPOINT"))]
+    assert len(writes) == 1 and writes[0].startswith("WITH e AS (INSERT INTO")
+    stored = ConsentCheck.objects.get(pk=body["check"])
+    assert stored.ledger_entry.kind == "consent.check" and stored.ledger_entry.index is None
+    assert json.loads(bytes(stored.ledger_entry.payload))["check"] == body["check"]
+
+
+def test_a_check_that_cannot_be_stored_leaves_no_ledger_entry(sample, approved_study, custodian_and_token):
+    from django.db import IntegrityError, transaction
+    from django.utils import timezone
+
+    custodian, _ = custodian_and_token
+    first = services.consent_check(custodian=custodian, **QUESTION).check
+    entries = Entry.objects.count()
+    again = ConsentCheck(id=first.id, custodian=custodian, sample_identifier="S-1", study_identifier="hmb-study",
+                         purpose_id="DUO:0000006", decision="deny", reasons=[], evidence={}, created_at=timezone.now())
+    with pytest.raises(IntegrityError), transaction.atomic():  # the same check id twice
+        services._check_record(again, payload={"type": "consent.check", "check": str(first.id)})
+    assert Entry.objects.count() == entries
+
+
 def test_suspended_then_revoked_consent_denies(api, sample, participant, purposes, approved_study):
     consent = services.consent_grant(participant=participant, purpose=purposes["health-medical-research"])
     services.consent_change(participant=participant, consent_id=consent.pk, action="suspend")

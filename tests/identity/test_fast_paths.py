@@ -169,7 +169,7 @@ def test_credentials_issued_under_the_per_site_namespace_still_verify(
 def test_a_proof_is_verified_once_per_document_and_any_change_is_verified_afresh(subject, monkeypatch):
     from identity import didkit_backend
 
-    calls = count_calls(monkeypatch, didkit_backend, "verify_credential")
+    calls = count_calls(monkeypatch, didkit_backend, "verify_credential_begin")
     credential = _issue(subject)
     assert selectors.credential_verify(document=credential.document)["verified"]
     assert selectors.credential_verify(document=deep(credential.document))["verified"]
@@ -206,7 +206,7 @@ def test_a_stored_credential_we_signed_is_attested_and_an_altered_one_is_checked
 ):
     from identity import didkit_backend
 
-    verified = count_calls(monkeypatch, didkit_backend, "verify_credential")
+    verified = count_calls(monkeypatch, didkit_backend, "verify_credential_begin")
     calls = _Ids(verified)
     credential = _issue(subject)
     assert len(credential.proof_mac) == 64
