@@ -16,7 +16,7 @@ from cachetools import LRUCache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from consent_portal.db import prepared_rows
+from consent_portal.db import prepared_execute, prepared_rows
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
 from identity.db import status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
@@ -520,7 +520,9 @@ def _issuance_state() -> tuple[IssuerKey, dict[str, str]]:
 def _credential_insert(row: IssuedCredential) -> bool:
     """Inserts the row unless its status index is taken (then False). ON CONFLICT instead of
     catching IntegrityError: inside the caller's transaction a failed insert would abort it,
-    and a savepoint around the insert costs two more round trips."""
+    and a savepoint around the insert costs two more round trips. A prepared statement: the
+    document is a bound value, so PostgreSQL neither parses a new statement text nor
+    plans it per credential."""
     fields = IssuedCredential._meta.concrete_fields
     qn = connection.ops.quote_name
     sql = (
@@ -529,9 +531,7 @@ def _credential_insert(row: IssuedCredential) -> bool:
         f" ON CONFLICT ({qn(IssuedCredential._meta.get_field('status_index').column)}) DO NOTHING"
     )
     values = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        inserted = cursor.rowcount == 1
+    inserted = prepared_execute(sql, values) == 1
     if inserted:
         row._state.adding, row._state.db = False, connection.alias
     return inserted
