@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, Prefetch
 
 from consent_portal import decisions
+from consent_portal.db import prepared_rows
 from consent_portal.models import (
     Consent,
     ConsentCheck,
@@ -29,7 +30,6 @@ from consent_portal.models import (
     WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
-from consent_portal.db import prepared_rows
 
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the
@@ -91,9 +91,29 @@ def participant_credential_ids(*, participant: Participant) -> list[str]:
     return ids
 
 
-def consent_views_by_participant(*, participant_ids) -> dict[int, list[decisions.ConsentView]]:
-    """Every consent of these participants, as the rule reads them, in two queries
-    whatever the number of participants (bulk checks rely on this)."""
+@dataclass(frozen=True)
+class ConsentShapes:
+    """Every consent of some participants, in the compact form bulk checks decide on.
+
+    by_participant maps a participant to (consent ids, shape), both in consent-id order;
+    the shape is one (purpose id, state, grant day) per consent, and participants with
+    equal shapes get the same answer, so a bulk check builds the rule's views
+    (views(ids, shape)) once per distinct shape, not once per consent."""
+
+    by_participant: dict[int, tuple[tuple[int, ...], tuple[tuple, ...]]]
+    purposes: dict[int, dict]
+
+    def views(self, ids, shape) -> list[decisions.ConsentView]:
+        return [
+            decisions.ConsentView(consent_id=consent_id, state=state, granted_on=granted_on,
+                                  **self.purposes[purpose_id])
+            for consent_id, (purpose_id, state, granted_on) in zip(ids, shape, strict=True)
+        ]
+
+
+def consent_shapes_by_participant(*, participant_ids) -> ConsentShapes:
+    """Every consent of these participants (see ConsentShapes), in two queries whatever
+    the number of participants (bulk checks rely on this)."""
     # What each purpose contributes, worked out once rather than once per consent.
     purposes = {
         p.pk: {
@@ -104,21 +124,31 @@ def consent_views_by_participant(*, participant_ids) -> dict[int, list[decisions
         }
         for p in Purpose.objects.prefetch_related("modifiers")
     }
-    views: dict[int, list[decisions.ConsentView]] = {pid: [] for pid in participant_ids}
     # Only the time limit (TS) reads the grant date; converting 50,000 timestamps costs
     # more than the query, so fetch them only when some purpose has one.
     dated = any(decisions.TS in p["modifiers"] for p in purposes.values())
-    rows = Consent.objects.filter(participant__id__any=participant_ids).values_list(
-        "pk", "participant_id", "purpose_id", "state", "granted_at" if dated else "pk"
-    )
+    if connection.vendor == "postgresql":
+        # Tens of thousands of rows: fetched at once, without the ORM's per-row work.
+        rows = prepared_rows(
+            f"SELECT id, participant_id, purpose_id, state, {'granted_at' if dated else 'NULL'}"
+            f" FROM {Consent._meta.db_table} WHERE participant_id = ANY(%s::bigint[]) ORDER BY id",
+            [list(participant_ids)])
+    else:
+        rows = Consent.objects.filter(participant__id__any=participant_ids).order_by("pk").values_list(
+            "pk", "participant_id", "purpose_id", "state", "granted_at" if dated else "pk")
+    ids: dict[int, list[int]] = {pid: [] for pid in participant_ids}
+    shapes: dict[int, list[tuple]] = {pid: [] for pid in participant_ids}
     for pk, participant_id, purpose_id, state, granted_at in rows:
-        views[participant_id].append(
-            decisions.ConsentView(
-                consent_id=pk, state=state, granted_on=granted_at.date() if dated else None,
-                **purposes[purpose_id],
-            )
-        )
-    return views
+        ids[participant_id].append(pk)
+        shapes[participant_id].append((purpose_id, state, granted_at.date() if dated else None))
+    return ConsentShapes(
+        by_participant={pid: (tuple(ids[pid]), tuple(shapes[pid])) for pid in ids}, purposes=purposes)
+
+
+def consent_views_by_participant(*, participant_ids) -> dict[int, list[decisions.ConsentView]]:
+    """Every consent of these participants, as the rule reads them, in two queries."""
+    shapes = consent_shapes_by_participant(participant_ids=participant_ids)
+    return {pid: shapes.views(*facts) for pid, facts in shapes.by_participant.items()}
 
 
 def consent_views(*, participant: Participant) -> list[decisions.ConsentView]:
@@ -178,17 +208,18 @@ def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
     one query (every consent has at least its grant event). Inclusion proofs are fetched
     per index from the ledger API when needed."""
     slugs = dict(Purpose.objects.values_list("pk", "slug"))
-    events = ConsentEvent.objects.filter(consent__id__any=consent_ids).order_by("consent_id", "-created_at")
-    if connection.features.can_distinct_on_fields:
-        events = events.distinct("consent_id")  # PostgreSQL: only the latest row per consent
+    if connection.vendor == "postgresql":
+        # One index probe per consent for its latest event (the same rule as check_facts).
+        rows = prepared_rows(_evidence_bulk_sql(), [list(consent_ids)])
+    else:
+        rows = ConsentEvent.objects.filter(consent__id__any=consent_ids).order_by(
+            "consent_id", "-created_at", "-ledger_entry_id").values_list(
+            "consent_id", "consent__credential_id", "consent__state", "consent__purpose_id", "action",
+            "ledger_entry__index")
     # The ledger index names the event; its time is in the sealed leaf.
-    rows = events.values_list(
-        "consent_id", "consent__credential_id", "consent__state", "consent__purpose_id", "action",
-        "ledger_entry__index",
-    )
     evidence = {}
     for consent_id, credential_id, state, purpose_id, action, index in rows:
-        if consent_id not in evidence:
+        if consent_id not in evidence:  # the first row of a consent is its latest event
             evidence[consent_id] = {
                 "credential": credential_id, "consent_state": state, "purpose": slugs[purpose_id],
                 "latest_event": {"action": action, "ledger_index": index},
@@ -379,10 +410,29 @@ LEFT JOIN {t[StudyUse]} u ON u.id = (
     WHERE u2.study_id = st.id AND u2.permission_id = %s AND u2.status = %s ORDER BY u2.id LIMIT 1)
 LEFT JOIN {t[Consent]} c ON c.participant_id = s.participant_id
 LEFT JOIN {t[Purpose]} p ON p.id = c.purpose_id
-LEFT JOIN {t[ConsentEvent]} ev ON ev.id = (
-    SELECT e2.id FROM {t[ConsentEvent]} e2 WHERE e2.consent_id = c.id
-    ORDER BY e2.created_at DESC, e2.ledger_entry_id DESC LIMIT 1)
+LEFT JOIN {t[ConsentEvent]} ev ON ev.id = {_latest_event_sql("c")}
 ORDER BY c.id"""
+
+
+def _latest_event_sql(consent: str) -> str:
+    """The id of the latest event of the consent aliased `consent` (a correlated subquery;
+    ties on the time go to the later ledger entry)."""
+    events = ConsentEvent._meta.db_table
+    return (f"(SELECT e2.id FROM {events} e2 WHERE e2.consent_id = {consent}.id"
+            f" ORDER BY e2.created_at DESC, e2.ledger_entry_id DESC LIMIT 1)")
+
+
+def _evidence_bulk_sql() -> str:
+    consents, events = Consent._meta.db_table, ConsentEvent._meta.db_table
+    entries = ConsentEvent._meta.get_field("ledger_entry").related_model._meta.db_table
+    # LATERAL ... LIMIT 1 keeps it a probe per consent (check_facts' rule for the latest
+    # event); joined on the subquery's id instead, PostgreSQL hashes the whole event table.
+    return (f"SELECT c.id, c.credential_id, c.state, c.purpose_id, ev.action, le.index"
+            f" FROM {consents} c CROSS JOIN LATERAL ("
+            f"   SELECT e2.action, e2.ledger_entry_id FROM {events} e2 WHERE e2.consent_id = c.id"
+            f"   ORDER BY e2.created_at DESC, e2.ledger_entry_id DESC LIMIT 1) ev"
+            f" LEFT JOIN {entries} le ON le.id = ev.ledger_entry_id"
+            f" WHERE c.id = ANY(%s::bigint[])")
 
 
 def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> CheckFacts:
@@ -390,7 +440,7 @@ def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> 
     custodian only), the study and its approved use for the purpose, and every consent of
     the sample's participant with its purpose's rule and its latest event.
 
-    The bulk path (consent_views_by_participant) reads the same facts for many samples.
+    The bulk path (consent_shapes_by_participant) reads the same facts for many samples.
     """
     rows = prepared_rows(_check_facts_sql(), [custodian_id, sample, study, purpose, StudyUse.APPROVED])
     first = rows[0]

@@ -613,56 +613,55 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
 
     The queries do not grow with the number of samples. The ledger records one entry for
     the whole answer: the SHA-256 of its canonical JSON, so a custodian who keeps the
-    answer can prove what it was told.
+    answer can prove what it was told. The answer carries those exact bytes (results_json),
+    serialized once, for the response to send as they are.
     """
     now = timezone.now()
     today = now.date()
     use, study_reasons = _approved_use(study=study, purpose=purpose, today=today)
-    rows = {
-        identifier: (sample_pk, participant_id)
-        for sample_pk, identifier, participant_id in Sample.objects.filter(
-            custodian=custodian, identifier__any=samples
-        ).values_list("pk", "identifier", "participant_id")
-    }
-    views = selectors.consent_views_by_participant(participant_ids={p for _, p in rows.values()}) if use else {}
+    participants = dict(
+        Sample.objects.filter(custodian=custodian, identifier__any=samples).values_list("identifier", "participant_id")
+    )
+    consents = selectors.consent_shapes_by_participant(participant_ids=set(participants.values())) if use else None
     use_facts = _use_facts(study=study, use=use, today=today) if use else None
     named_ids = set()
     answers = []
     study_reason_dicts = [r.as_dict() for r in study_reasons]
-    # Participants with the same consents (states, purposes, grant days) get the same answer;
-    # deciding once per such shape instead of once per sample halves a 10,000-sample check.
+    # Participants with the same consents (purposes, states, grant days) get the same answer:
+    # decided, and their views built, once per such shape, not once per sample.
     by_shape: dict[tuple, tuple] = {}
     for identifier in samples:
-        if identifier not in rows:
-            decision, reasons, named = "deny", [{
+        named = None
+        if identifier not in participants:
+            decision, reasons = "deny", [{
                 "code": "unknown_sample",
-                "message": f"No sample '{identifier}' is registered to this custodian."}], None
+                "message": f"No sample '{identifier}' is registered to this custodian."}]
         elif use is None:
-            decision, reasons, named = "deny", study_reason_dicts, None
+            decision, reasons = "deny", study_reason_dicts
         else:
-            consents = views[rows[identifier][1]]
-            shape = tuple((v.state, v.permission, v.disease_id, v.modifiers, id(v.params), v.granted_on)
-                          for v in consents)
+            ids, shape = consents.by_participant[participants[identifier]]
             if shape not in by_shape:
-                decision, reasons, named = decisions.decide(consents, use_facts)
-                position = next(i for i, v in enumerate(consents) if v is named) if named else None
+                views = consents.views(ids, shape)
+                decision, reasons, chosen = decisions.decide(views, use_facts)
+                position = next(i for i, v in enumerate(views) if v is chosen) if chosen else None
                 by_shape[shape] = (decision, [r.as_dict() for r in reasons], position)
             decision, reasons, position = by_shape[shape]
-            named = consents[position] if position is not None else None
+            if position is not None:
+                named = ids[position]
+                named_ids.add(named)
         answers.append((identifier, decision, reasons, named))
-        if named is not None:
-            named_ids.add(named.consent_id)
     evidence = selectors.consent_evidence_bulk(consent_ids=named_ids)
     results = [
         {
             "sample": identifier,
             "decision": decision,
             "reasons": reasons,
-            "evidence": evidence.get(named.consent_id) if named else None,
+            "evidence": evidence.get(named) if named is not None else None,
         }
         for identifier, decision, reasons, named in answers
     ]
-    digest = hashlib.sha256(canonical_json(results)).hexdigest()
+    results_json = canonical_json(results)
+    digest = hashlib.sha256(results_json).hexdigest()
     permits = sum(1 for r in results if r["decision"] == "permit")
     with transaction.atomic():
         bulk = BulkCheck(
@@ -685,7 +684,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
         )
         bulk.save(force_insert=True)
     return {"check": str(bulk.id), "study": study.identifier, "purpose": purpose, "count": len(results),
-            "permits": permits, "results_sha256": digest, "results": results, "bulk": bulk}
+            "permits": permits, "results_sha256": digest, "results_json": results_json, "bulk": bulk}
 
 
 def canonical_json(value) -> bytes:

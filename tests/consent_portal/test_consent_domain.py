@@ -209,8 +209,12 @@ def test_bulk_check_answers_each_sample_and_records_a_digest(make_participant, p
     services.consent_grant(participant=yes, purpose=purposes["general-research"])
     services.sample_register(custodian=custodian, identifier="A", participant=yes, kind="blood")
     services.sample_register(custodian=custodian, identifier="B", participant=no, kind="blood")
-    body = _bulk(api, ["A", "B", "C"]).json()
+    response = _bulk(api, ["A", "B", "C"])
+    body = response.json()
     assert [(r["sample"], r["decision"]) for r in body["results"]] == [("A", "permit"), ("B", "deny"), ("C", "deny")]
+    # The results travel as the exact bytes the digest was taken over.
+    assert b'"results":' + services.canonical_json(body["results"]) + b"}" in response.content
+    assert response["Content-Type"] == "application/json"
     assert [r["reasons"][0]["code"] for r in body["results"]] == ["consent_active", "no_consent", "unknown_sample"]
     assert body["results"][0]["evidence"]["credential"].startswith("urn:uuid:")
     digest = hashlib.sha256(services.canonical_json(body["results"])).hexdigest()
