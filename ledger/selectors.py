@@ -269,7 +269,17 @@ def entry_receipt_just_appended(*, entry_id: int) -> dict | None:
     return entry_receipt(entry_id=entry_id) if current_app.conf.task_always_eager else None
 
 
+# The SQL twin of _witness_members, for the prepared statements below (alias m).
+_WITNESS_SQL = "m.active AND m.verifier_key <> ''"
+
+
 def _witness_keys() -> list[str]:
+    """The registered witnesses' verifier keys; every remembered receipt asks (prepared on
+    PostgreSQL)."""
+    if connection.vendor == "postgresql":
+        rows = prepared_rows(
+            f"SELECT m.verifier_key FROM {Member._meta.db_table} m WHERE {_WITNESS_SQL} ORDER BY m.id", [])
+        return [key for (key,) in rows]
     return list(_witness_members().order_by("id").values_list("verifier_key", flat=True))
 
 
@@ -279,7 +289,7 @@ def _receipt_facts_sql() -> str:
     witnesses' keys, in one statement (PostgreSQL)."""
     entries, checkpoints = Entry._meta.db_table, Checkpoint._meta.db_table
     cosignatures, members = Cosignature._meta.db_table, Member._meta.db_table
-    witness = "m.active AND m.verifier_key <> ''"
+    witness = _WITNESS_SQL
     cosigners = (f"SELECT count(*) FROM {cosignatures} s JOIN {members} m ON m.id = s.member_id"
                  f" WHERE s.checkpoint_id = c.id AND {witness}")
     return (
