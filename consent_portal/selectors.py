@@ -131,7 +131,7 @@ def consent_shapes_by_participant(*, participant_ids) -> ConsentShapes:
         # Tens of thousands of rows: fetched at once, without the ORM's per-row work.
         rows = prepared_rows(
             f"SELECT id, participant_id, purpose_id, state, {'granted_at' if dated else 'NULL'}"
-            f" FROM {Consent._meta.db_table} WHERE participant_id = ANY(%s::bigint[]) ORDER BY id",
+            f" FROM {Consent._meta.db_table} WHERE participant_id = ANY(%b::bigint[]) ORDER BY id",
             [list(participant_ids)])
     else:
         rows = Consent.objects.filter(participant__id__any=participant_ids).order_by("pk").values_list(
@@ -201,6 +201,19 @@ def studies_for_review():
 
 def latest_checks(*, limit: int = 20):
     return ConsentCheck.objects.select_related("custodian", "ledger_entry")[:limit]
+
+
+def sample_participants(*, custodian_id: int, identifiers: list[str]) -> dict[str, int]:
+    """{sample identifier: participant id} for those of the identifiers this custodian
+    registered, in one query (prepared on PostgreSQL; %b sends an array of 10,000 values
+    in binary, sparing psycopg a regular-expression test of each as text)."""
+    if connection.vendor == "postgresql":
+        return dict(prepared_rows(
+            f"SELECT identifier, participant_id FROM {Sample._meta.db_table}"
+            f" WHERE custodian_id = %s AND identifier = ANY(%b::text[])",
+            [custodian_id, list(identifiers)]))
+    return dict(Sample.objects.filter(custodian_id=custodian_id, identifier__any=identifiers)
+                .values_list("identifier", "participant_id"))
 
 
 def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
@@ -432,7 +445,7 @@ def _evidence_bulk_sql() -> str:
             f"   SELECT e2.action, e2.ledger_entry_id FROM {events} e2 WHERE e2.consent_id = c.id"
             f"   ORDER BY e2.created_at DESC, e2.ledger_entry_id DESC LIMIT 1) ev"
             f" LEFT JOIN {entries} le ON le.id = ev.ledger_entry_id"
-            f" WHERE c.id = ANY(%s::bigint[])")
+            f" WHERE c.id = ANY(%b::bigint[])")
 
 
 def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> CheckFacts:
