@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Count, Prefetch
 
 from consent_portal import decisions
-from consent_portal.db import prepared_rows
+from identity.db import prepared_rows
 from consent_portal.models import (
     Consent,
     ConsentCheck,

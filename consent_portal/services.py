@@ -519,7 +519,8 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
     itself is recorded on the ledger. `purpose` must be a known DUO permission id (the
     caller validates that). Reads: one query for the sample, study, approval and consents
     (selectors.check_facts), one for the named credential and its status, and the ledger
-    receipt of the consent's latest event; then one transaction writes the check.
+    receipt of the consent's latest event; then the check and its ledger entry are written
+    together (_check_record).
     """
     now = timezone.now()
     today = now.date()

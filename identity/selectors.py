@@ -12,9 +12,8 @@ from cachetools import LRUCache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from consent_portal.db import prepared_rows
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
-from identity.db import status_etag_joins, status_etags
+from identity.db import prepared_rows, status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, document_digest
 from identity.models import DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
@@ -343,8 +342,12 @@ def credential_verify(*, document: dict) -> dict:
     if not isinstance(document, dict):
         return _not_an_object("credential")
     signature = _signature_begin(document)
-    trusted, etags = _verification_state()  # while didkit checks the proof
-    return _credential_checks(document, signature, trusted, etags)
+    try:
+        trusted, etags = _verification_state()  # while didkit checks the proof
+        return _credential_checks(document, signature, trusted, etags)
+    except BaseException:
+        signature()  # a database error: let the started check finish before it propagates
+        raise
 
 
 def credential_evidence(*, credential_id: str) -> dict | None:

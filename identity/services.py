@@ -16,9 +16,8 @@ from cachetools import LRUCache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from consent_portal.db import prepared_execute, prepared_rows
 from identity import didkit_backend, jsonld, jwt, statuslist, vocabulary
-from identity.db import status_etag_joins, status_etags
+from identity.db import prepared_execute, prepared_rows, status_etag_joins, status_etags
 from identity.didkit_backend import CredentialError
 from identity.keys import attestation_mac, decrypt_secret, document_digest, encrypt_secret
 from identity.models import Challenge, DidKey, IssuedCredential, IssuerKey, SeenChallenge, StatusList
@@ -618,7 +617,11 @@ def credential_issue(
         )
         if not confirmed:
             confirmed = True
-            current, etags = _issuance_state()  # while didkit signs
+            try:
+                current, etags = _issuance_state()  # while didkit signs
+            except BaseException:
+                signing()  # a database error: let the started signature finish first
+                raise
             if (current.pk, current.encrypted_jwk) != (issuer.pk, issuer.encrypted_jwk):
                 signing()  # a rotated-out key's signature: wait for it and drop it
                 issuer = current

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q
 
-from consent_portal.db import prepared_rows
+from ledger.db import prepared_rows
 from ledger import merkle, note
 from ledger.keys import ledger_verifier_key
 from ledger.models import Checkpoint, Cosignature, Entry, Member, TreeNode, TreeState, WitnessRefusal
@@ -307,7 +307,8 @@ def _receipt_facts_sql() -> str:
 
 def _entry_receipt(entry_id: int) -> dict | None:
     if connection.vendor == "postgresql":
-        # A cold receipt in two statements (this one and the proof's hashes) instead of five.
+        # Two prepared statements (this one and the proof's hashes) when a final checkpoint
+        # covers the entry, as for nearly every receipt a check asks for.
         quorum = witness_quorum()
         rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id])
         if not rows:
@@ -315,24 +316,32 @@ def _entry_receipt(entry_id: int) -> dict | None:
         index, payload, size, checkpoint_note, lines, keys = rows[0]
         if index is None:
             return None
+        witness_keys = keys.split("\n") if keys else []
         if size is not None:
-            witness_keys = keys.split("\n") if keys else []
             cosigned = checkpoint_note + (lines or "") if witness_keys else checkpoint_note
             return _receipt(index=index, payload=bytes(payload), size=size, checkpoint_note=checkpoint_note,
                             cosigned=cosigned, witness_keys=witness_keys, final=True)
+        return _receipt_not_final(index=index, payload=bytes(payload), witness_keys=witness_keys)
     row = Entry.objects.filter(id=entry_id).values_list("index", "payload").get()
     index, payload = row
     if index is None:
         return None
     checkpoint = _final_checkpoints().filter(size__gt=index).order_by("-size").first()
-    final = checkpoint is not None
     if checkpoint is None:
-        checkpoint = checkpoint_latest()
+        return _receipt_not_final(index=index, payload=bytes(payload), witness_keys=_witness_keys())
     witness_keys = _witness_keys()
     # Without registered witnesses there is no cosignature to append.
     cosigned = checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note
     return _receipt(index=index, payload=bytes(payload), size=checkpoint.size, checkpoint_note=checkpoint.note,
-                    cosigned=cosigned, witness_keys=witness_keys, final=final)
+                    cosigned=cosigned, witness_keys=witness_keys, final=True)
+
+
+def _receipt_not_final(*, index: int, payload: bytes, witness_keys: list[str]) -> dict:
+    """Against the newest checkpoint, while no checkpoint covering the entry has the quorum."""
+    checkpoint = checkpoint_latest()
+    cosigned = checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note
+    return _receipt(index=index, payload=payload, size=checkpoint.size, checkpoint_note=checkpoint.note,
+                    cosigned=cosigned, witness_keys=witness_keys, final=False)
 
 
 def _receipt(*, index: int, payload: bytes, size: int, checkpoint_note: str, cosigned: str,

@@ -53,16 +53,22 @@ def test_a_receipt_verifies_offline_with_its_quorum(receipt, tmp_path, consortiu
     assert run_verifier(receipt, tmp_path, *pinned).returncode == 0
 
 
-def test_receipt_prefers_the_latest_final_checkpoint(receipt, consortium, settings):
+def test_receipt_prefers_the_latest_final_checkpoint(receipt, consortium, settings, tmp_path):
     witnesses, _ = consortium
     witnesses[1].stop()
     services.entry_append(kind="consent.granted", payload={"participant": "late"})
     tasks.seal_pending()  # size 7, cosigned by one witness only
     entry = Entry.objects.get(index=3)
     assert selectors.entry_receipt(entry_id=entry.id)["tree_size"] == 6
+    # Built afresh, not remembered: the newest checkpoint with the quorum (6), not the newest (7).
+    selectors._final_receipts.clear()
+    rebuilt = selectors.entry_receipt(entry_id=entry.id)
+    assert rebuilt["final"] is True and rebuilt["tree_size"] == 6 and rebuilt["checkpoint"].count("\n— ") == 3
+    assert run_verifier(rebuilt, tmp_path).returncode == 0
     late = Entry.objects.get(index=6)
     unfinal = selectors.entry_receipt(entry_id=late.id)
     assert unfinal["final"] is False and unfinal["tree_size"] == 7
+    assert unfinal["witness_keys"] == rebuilt["witness_keys"] and len(unfinal["witness_keys"]) == 2
 
 
 @pytest.mark.parametrize(

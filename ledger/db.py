@@ -1,5 +1,5 @@
-"""Database helpers the apps share (identity, ledger and consent_portal): kept here, in the
-project package, so that neither app depends on the other for them."""
+"""Prepared statements on PostgreSQL for the ledger's hot reads (proofs, receipts). The same
+helper as identity.db's: ledger may import neither identity nor the project package."""
 
 from contextlib import contextmanager
 
@@ -31,11 +31,3 @@ def prepared_rows(sql: str, params: list) -> list[tuple]:
     with _prepared_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
-
-
-def prepared_execute(sql: str, params: list) -> int:
-    """Runs a hot, fixed-text write (see _prepared_cursor); the number of rows it touched.
-    A large parameter (a credential's JSON) travels as a bound value, not as SQL text."""
-    with _prepared_cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
