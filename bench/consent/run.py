@@ -211,13 +211,15 @@ Single checks ask about the {r["data"]["hot_samples"]:,} samples whose participa
 credentials the loader issued for real through identity.services (so not all 500,000); each
 check reads the sample, study, approval and consents in one query, the credential with its
 status and verification in another, builds or reuses the final ledger receipt of the consent's
-latest event, and writes the check and its ledger entry in one transaction, whose commit asks
-for a seal. Bulk checks draw from all samples. What the processes remember, and why it is
-safe: docs/architecture.md, "How a consent change flows", step 5.
+latest event (cold: two prepared statements), and writes the check and its ledger entry in
+one statement, whose commit asks for a seal. Bulk checks draw from all samples; they read
+consents as per-participant shapes and decide once per distinct shape. What the processes
+remember, and why it is safe: docs/architecture.md, "How a consent change flows", step 5.
 
 Compare ratios within one run, not figures across days: this shared machine's speed varies
 (the run recorded on 2026-11-24 served the same trivial endpoint at 1,245.6 req/s, single
-checks at 43.6 req/s, ratio 0.035, and the bulk check's code, unchanged since, in 907 ms).
+checks at 43.6 req/s, ratio 0.035; on 2026-11-28, before that day's bulk changes, the bulk
+check took 1,288 ms).
 """
 
 
@@ -225,6 +227,9 @@ def other_run(r) -> str:
     t, s, b = r["trivial_get_me"], r["single_check"], r["bulk_10k"]
     return f"""
 ## The same benchmark with gthread workers ({r["setup"]["gunicorn_threads"]} threads each), a separate run
+
+Recorded by `--gunicorn-threads`, in a run of its own that may predate the code above
+(results-gthread.json; its git history says when).
 
 | measure | result |
 |---|---|
