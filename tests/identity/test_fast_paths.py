@@ -240,3 +240,45 @@ class _Ids:
 
     def count(self, credential_id) -> int:
         return sum(1 for document in self.calls if document.get("id") == credential_id)
+
+
+def test_a_didkit_error_met_while_waiting_is_a_failed_signature_and_nothing_is_remembered(subject, monkeypatch):
+    from identity import didkit_backend
+
+    credential = _issue(subject)
+
+    def started(document):
+        def wait():
+            raise didkit_backend.CredentialError("the proof could not be checked")
+        return wait
+
+    monkeypatch.setattr(didkit_backend, "verify_credential_begin", started)
+    result = selectors.credential_verify(document=deep(credential.document))
+    assert result["verified"] is False
+    assert result["checks"]["signature"] == "failed: the proof could not be checked"
+    assert result["checks"]["issuer_trusted"] == "ok", result
+    monkeypatch.undo()
+    assert selectors.credential_verify(document=deep(credential.document))["verified"] is True
+
+
+def test_a_database_error_while_didkit_verifies_waits_for_it_then_propagates(subject, monkeypatch):
+    from django.db import OperationalError
+
+    from identity import didkit_backend
+
+    credential = _issue(subject)
+    waited = []
+    real = didkit_backend.verify_credential_begin
+
+    def started(document):
+        wait = real(document)
+        return lambda: waited.append(True) or wait()
+
+    def broken():
+        raise OperationalError("connection lost")
+
+    monkeypatch.setattr(didkit_backend, "verify_credential_begin", started)
+    monkeypatch.setattr(selectors, "_verification_state", broken)
+    with pytest.raises(OperationalError):
+        selectors.credential_verify(document=deep(credential.document))
+    assert waited == [True]
