@@ -105,8 +105,19 @@ def test_a_check_and_its_ledger_entry_are_written_in_one_statement_on_postgresql
     assert json.loads(bytes(stored.ledger_entry.payload))["check"] == body["check"]
 
 
+@pytest.fixture
+def duo_terms():
+    """The DUO terms migration 0002 loads: a transactional test runs after others whose
+    flush emptied every table."""
+    from consent_portal.duo import duo_terms_load
+    from consent_portal.models import DuoTerm
+
+    if not DuoTerm.objects.exists():
+        duo_terms_load(DuoTerm)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_check_that_cannot_be_stored_leaves_no_ledger_entry(sample, approved_study, custodian_and_token):
+def test_a_check_that_cannot_be_stored_leaves_no_ledger_entry(duo_terms, sample, approved_study, custodian_and_token):
     """Autocommit, as a request runs: no enclosing transaction to roll the entry back."""
     from django.db import IntegrityError, connection
     from django.utils import timezone
