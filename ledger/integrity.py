@@ -38,6 +38,7 @@ from django.db import connection, connections
 from django.db.models import Subquery
 
 from ledger import merkle, note
+from ledger.db import raw_cursor
 from ledger.models import Checkpoint, Entry, LogKey, TreeNode, TreeState
 from ledger.selectors import subtree_hashes
 
@@ -81,19 +82,11 @@ class VerifyReport:
 # -- reading --
 
 
-def _raw_cursor():
-    """A psycopg cursor binding parameters server-side, on Django's connection."""
-    import psycopg
-
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
-
-
 def _fetch(sql: str, params: list) -> list[tuple]:
     """All rows of one query; on PostgreSQL through a binary, server-bound psycopg cursor
     (bytea arrive as bytes, no ORM rows), elsewhere through Django's cursor."""
     if connection.vendor == "postgresql":
-        with _raw_cursor() as cursor:
+        with raw_cursor() as cursor:
             cursor.execute(sql, params, binary=True)
             return cursor.fetchall()
     with connection.cursor() as cursor:
@@ -301,7 +294,7 @@ def _page_clean(start: int, end: int) -> list[bytes] | None:
     if n >= 1 << 23:
         return None
     expected = _entry_codes(n)
-    with _raw_cursor() as cursor:
+    with raw_cursor() as cursor:
         for physical in (True, False):
             cursor.execute(_entries_sql(physical), {"first": start, "end": end}, binary=True)
             blob, kinds, stored, order = cursor.fetchone()
@@ -392,7 +385,7 @@ def _nodes_proved_physically(start: int, end: int, runs) -> bool:
     listed = [h for level in range(top + 1) for h in runs[level][1]]
     expected = b"".join(pick(listed)) if count > 1 else listed[0]
     expected += b"".join(listed[count:])
-    with _raw_cursor() as cursor:
+    with raw_cursor() as cursor:
         cursor.execute(
             _nodes_physical_sql(),
             {"first": start, "end": end, "top": top, "top_index": runs[top][0]},
@@ -424,7 +417,7 @@ def _node_problems_bulk(start: int, end: int, runs: dict[int, tuple[int, list[by
     levels = sorted(runs)
     firsts = [runs[level][0] for level in levels]
     stops = [runs[level][0] + len(runs[level][1]) for level in levels]
-    with _raw_cursor() as cursor:
+    with raw_cursor() as cursor:
         cursor.execute(_nodes_sql(), [levels, firsts, stops], binary=True)
         found = {level: (hashes, n, whole) for level, hashes, n, whole in cursor.fetchall()}
     unproved = {}

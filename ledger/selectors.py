@@ -327,9 +327,9 @@ def _entry_receipt(entry_id: int) -> dict | None:
     if index is None:
         return None
     checkpoint = _final_checkpoints().filter(size__gt=index).order_by("-size").first()
-    if checkpoint is None:
-        return _receipt_not_final(index=index, payload=bytes(payload), witness_keys=_witness_keys())
     witness_keys = _witness_keys()
+    if checkpoint is None:
+        return _receipt_not_final(index=index, payload=bytes(payload), witness_keys=witness_keys)
     # Without registered witnesses there is no cosignature to append.
     cosigned = checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note
     return _receipt(index=index, payload=bytes(payload), size=checkpoint.size, checkpoint_note=checkpoint.note,

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from ledger import cosign, integrity, merkle, note
 from ledger.canonical import canonical_json
+from ledger.db import raw_cursor
 from ledger.keys import ledger_key_get_or_create, log_private_key
 
 # Part of this module's API; it lives in ledger.keys so selectors can use it too.
@@ -186,7 +187,7 @@ def _entries_mark_sealed(rows: list[tuple[int, int, bytes]], *, sealed_at) -> No
     table = qn(Entry._meta.db_table)
     if connection.vendor == "postgresql":
         ids, indexes, leaves = (list(column) for column in zip(*rows, strict=True))
-        with _raw_cursor() as cursor:
+        with raw_cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} AS e SET {qn('index')} = v.idx, {qn('leaf_hash')} = v.leaf, "
                 f"{qn('sealed_at')} = %s FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[]) "
@@ -211,21 +212,11 @@ def _entries_mark_sealed(rows: list[tuple[int, int, bytes]], *, sealed_at) -> No
             )
 
 
-def _raw_cursor():
-    """A psycopg cursor binding parameters server-side, on Django's connection (and so in
-    its transaction). Django's own cursors interpolate parameters into the SQL text,
-    which for a batch of hashes costs more than the database work."""
-    import psycopg
-
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
-
-
 def _nodes_insert(nodes: list[tuple[int, int, bytes]]) -> None:
     """Stores (level, index, hash) subtrees: a binary COPY on PostgreSQL, else bulk_create."""
     if connection.vendor == "postgresql":
         qn = connection.ops.quote_name
-        with _raw_cursor() as cursor, cursor.copy(
+        with raw_cursor() as cursor, cursor.copy(
             f"COPY {qn(TreeNode._meta.db_table)} ({qn('level')}, {qn('index')}, {qn('hash')}) "
             "FROM STDIN (FORMAT BINARY)"
         ) as copy:
