@@ -320,7 +320,7 @@ def presentation_challenge_record(*, domain: str, challenge: str) -> None:
 # Decrypted issuer keys by their ciphertext, so a credential's signing does not open the
 # JWE again: the process that signs holds the key in memory while it signs anyway. A key
 # row's ciphertext never changes (rotation adds a row).
-_issuer_jwks: dict[str, str] = {}
+_issuer_jwks: LRUCache = LRUCache(maxsize=16)
 _issuer_jwks_lock = threading.Lock()
 
 
@@ -330,8 +330,6 @@ def _issuer_jwk(issuer: IssuerKey) -> str:
     if jwk is None:
         jwk = decrypt_secret(issuer.encrypted_jwk)
         with _issuer_jwks_lock:
-            if len(_issuer_jwks) >= 16:
-                _issuer_jwks.clear()
             _issuer_jwks[issuer.encrypted_jwk] = jwk
     return jwk
 
