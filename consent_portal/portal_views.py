@@ -218,12 +218,13 @@ def withdraw(request, participant):
 @require_POST
 def withdrawal_challenge(request, participant):
     """The exact withdrawal the browser is to sign, and a one-time nonce (JSON)."""
-    level = request.POST.get("level", "")
-    if level not in dict(Withdrawal.LEVELS):
+    try:
+        challenge = services.withdrawal_challenge_create(
+            participant=participant, level=request.POST.get("level", ""), domain=request.get_host()
+        )
+    except ValueError:  # the service knows the levels
         return JsonResponse({"error": "Choose one of the withdrawal levels."}, status=400)
-    return JsonResponse(
-        services.withdrawal_challenge_create(participant=participant, level=level, domain=request.get_host())
-    )
+    return JsonResponse(challenge)
 
 
 @participant_required
