@@ -3,7 +3,9 @@
 Every committed entry asks for a seal (services._enqueue_seal calls seal_soon). Sealing
 takes whatever is pending, so one queued task serves every entry committed before it
 starts: with a Redis broker a flag says "a seal is queued" and later entries do not queue
-another until the task has started and cleared it. Without the flag (another broker, Redis
+another until the task has started and cleared it; a process that set the flag itself does
+not even ask Redis for the first half of the linger, since the task it queued cannot have
+read before then. Without the flag (another broker, Redis
 unreachable) every entry enqueues, as before. Nothing depends on the flag for safety: an
 entry whose task was lost stays pending and the beat sweep seals it.
 """
@@ -44,19 +46,45 @@ def _seal_flag() -> str:
     return f"ledger:seal-queued:{settings.CELERY_TASK_DEFAULT_QUEUE}"
 
 
+# When this process last set the flag itself (_clock()), and so queued a task.
+_flag_set_at: float | None = None
+_clock = time.monotonic
+
+
+def _own_task_will_read() -> bool:
+    """True while the task this process queued last cannot yet have read what is pending.
+
+    That task was queued after the flag was set (at set_at, read before the SET), so it
+    starts later, sleeps the linger and only then reads: after set_at + linger in real
+    time, on whichever host runs it. Every entry committed before then is read by it, so
+    seal_soon needs no Redis round trip for those. Only half the linger is used, as a
+    margin for timers that are not exact.
+    """
+    set_at = _flag_set_at
+    linger = settings.LEDGER_SEAL_LINGER_MS / 1000
+    return set_at is not None and _clock() - set_at < linger / 2
+
+
 def seal_soon() -> None:
     """Queue a seal unless one is already queued and not yet started."""
+    global _flag_set_at
     store = _flag_store()
+    set_at = None
     if store is not None:
+        if _own_task_will_read():
+            return
         try:
+            before = _clock()
             if not store.set(_seal_flag(), 1, nx=True, ex=SEAL_FLAG_SECONDS):
                 return  # the queued task will take this entry too
+            set_at = before
         except Exception:
             logger.warning("ledger: seal flag unavailable, enqueueing anyway", exc_info=True)
             store = None
     try:
         seal_pending.delay()
     except Exception:
+        set_at = None
         # The entry is committed and stays pending; the beat sweep seals it later.
         logger.warning("ledger: could not enqueue sealing, the sweep will seal it", exc_info=True)
         if store is not None:
@@ -64,6 +92,8 @@ def seal_soon() -> None:
                 store.delete(_seal_flag())
             except Exception:
                 pass
+    if set_at is not None:
+        _flag_set_at = set_at
 
 
 def _clear_seal_flag() -> None:

@@ -14,6 +14,15 @@ from tests.services.conftest import ROOT, worker_database_url, wait_for
 pytestmark = pytest.mark.services
 
 
+@pytest.fixture(autouse=True)
+def _no_seal_window_from_an_earlier_test(monkeypatch):
+    # ledger.tasks remembers when this process last queued a seal; a test that counts
+    # queued tasks must not inherit that from the test before it.
+    from ledger import tasks
+
+    monkeypatch.setattr(tasks, "_flag_set_at", None)
+
+
 def pending():
     return Entry.objects.filter(index__isnull=True).count()
 
@@ -89,3 +98,45 @@ def test_a_burst_of_entries_queues_one_seal_and_that_seal_takes_them_all(real_se
         ledger_services.entry_append(kind="test.burst", payload={"n": 20})
     assert broker.llen(queue) == 2
     broker.delete(queue)
+
+
+def test_a_process_that_queued_a_seal_asks_redis_nothing_for_half_the_linger(real_services, settings, monkeypatch):
+    import redis
+
+    from consent_portal.celery import app as celery_app
+    from ledger import tasks
+
+    settings.LEDGER_SEAL_LINGER_MS = 200
+    queue = celery_app.conf.task_default_queue
+    broker = redis.Redis.from_url(real_services)
+    broker.delete(queue, tasks._seal_flag())
+    now = [1000.0]
+    monkeypatch.setattr(tasks, "_clock", lambda: now[0])
+    store = tasks._flag_store()
+    sets = []
+    real_set = store.set
+    monkeypatch.setattr(store, "set", lambda *a, **k: sets.append(a) or real_set(*a, **k))
+
+    tasks.seal_soon()  # sets the flag and queues the task
+    assert (len(sets), broker.llen(queue)) == (1, 1)
+    now[0] += 0.099  # the task cannot have read yet: no round trip at all
+    tasks.seal_soon()
+    assert (len(sets), broker.llen(queue)) == (1, 1)
+    now[0] += 0.002  # past half the linger: ask Redis again; the flag is still set
+    tasks.seal_soon()
+    assert (len(sets), broker.llen(queue)) == (2, 1)
+
+    # The task cleared the flag; the next entry queues a task of its own at once.
+    broker.delete(tasks._seal_flag())
+    tasks.seal_soon()
+    assert (len(sets), broker.llen(queue)) == (3, 2)
+
+    # A flag set by another process opens no window here: whether a task will still read
+    # is only known for a task this process queued, so every call asks Redis.
+    broker.delete(queue, tasks._seal_flag())
+    monkeypatch.setattr(tasks, "_flag_set_at", None)
+    broker.set(tasks._seal_flag(), 1)
+    tasks.seal_soon()
+    tasks.seal_soon()
+    assert (len(sets), broker.llen(queue)) == (5, 0)
+    broker.delete(queue, tasks._seal_flag())
