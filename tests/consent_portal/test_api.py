@@ -89,6 +89,27 @@ def test_the_check_itself_is_recorded_on_the_ledger(api, sample, approved_study)
     assert payload["decision"] == "deny" and payload["reasons"] == ["no_consent"]
 
 
+def test_a_check_body_is_exactly_what_its_declared_fields_give(
+    api, sample, participant, purposes, approved_study, django_capture_on_commit_callbacks
+):
+    from rest_framework import serializers as drf
+
+    from consent_portal.api.serializers import ConsentCheckResponse
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.consent_grant(participant=participant, purpose=purposes["general-research"])
+    body = check(api, **QUESTION).json()
+    stored = ConsentCheck.objects.get(pk=body["check"])
+    assert body["decision"] == "permit" and body["evidence"]["consent"]
+    context = {"check_ledger": lambda c: {"sealed": "as given"}}
+    fast = ConsentCheckResponse(stored, context=context).data
+    # The generic ModelSerializer walk over the same declared fields (what the OpenAPI
+    # schema documents) must give the same answer, types included.
+    generic = drf.ModelSerializer.to_representation(ConsentCheckResponse(stored, context=context), stored)
+    assert json.dumps(fast, sort_keys=True) == json.dumps(generic, sort_keys=True)
+    assert fast == {**body, "ledger": {"sealed": "as given"}}
+
+
 def test_a_check_and_its_ledger_entry_are_written_in_one_statement_on_postgresql(api, sample, approved_study):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
