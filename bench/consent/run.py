@@ -52,6 +52,49 @@ def wait_http(port, deadline=60):
     raise SystemExit("gunicorn did not come up; see bench/consent/gunicorn.log")
 
 
+def cpu_ticks(groups: dict[str, set[int]]) -> dict[str, int]:
+    """CPU time (user + system, clock ticks) used so far by each group of processes, read
+    from /proc: {} where there is no /proc. Groups: named pids, plus "postgres" (every
+    process whose command line names postgres: the backends, the WAL writer, ...) and
+    "redis"."""
+    if not os.path.isdir("/proc"):
+        return {}
+    totals = dict.fromkeys([*groups, "postgres", "redis"], 0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read()
+        except OSError:
+            continue
+        name = next((g for g, pids in groups.items() if int(pid) in pids), None)
+        if name is None:
+            name = "postgres" if b"postgres" in command else "redis" if b"redis-server" in command else None
+        if name is not None:
+            totals[name] += int(fields[11]) + int(fields[12])
+    return totals
+
+
+def children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(p) for p in f.read().split()}
+    except OSError:
+        return set()
+
+
+def load_with_cpu(make_request, seconds, threads, groups):
+    """load(), and each group's CPU milliseconds per request over it."""
+    before = cpu_ticks(groups)
+    result = load(make_request, seconds, threads)
+    after = cpu_ticks(groups)
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    result["cpu_ms_per_request"] = {
+        name: round((after[name] - before[name]) * tick_ms / result["requests"], 3) for name in before}
+    return result
+
+
 def load(make_request, seconds, threads):
     """Run make_request(conn) from `threads` threads for `seconds`; latencies in ms."""
     latencies, errors = [], []
@@ -143,8 +186,12 @@ def main():
 
         load(trivial, 3, args.threads)  # warm both workers' connections and caches
         load(single, 3, args.threads)
-        trivial_result = load(trivial, args.seconds, args.threads)
-        single_result = load(single, args.seconds, args.threads)
+        # Where the CPU goes: the two gunicorn workers, PostgreSQL, the sealing worker, Redis
+        # and this client (its threads make the requests).
+        groups = {"gunicorn workers": children(server.pid), "celery worker": {worker.pid} | children(worker.pid),
+                  "client": {os.getpid()}}
+        trivial_result = load_with_cpu(trivial, args.seconds, args.threads, groups)
+        single_result = load_with_cpu(single, args.seconds, args.threads, groups)
         if trivial_result["errors"] or single_result["errors"]:
             # Fast failures are not throughput: stop rather than record them.
             raise SystemExit(f"requests failed: {trivial_result}, {single_result}; see bench/consent/gunicorn.log")
@@ -206,7 +253,7 @@ a separate Celery worker sealing the ledger, {r["setup"]["client_threads"]} clie
 | POST /api/v1/consent-checks | {s["per_second"]:,} req/s, p50 {s["p50_ms"]} ms, p99 {s["p99_ms"]} ms | |
 | single check rate / trivial rate | {ratio} | >= 0.5: {"met" if ratio >= 0.5 else "missed"} |
 | bulk check of {b["samples"]:,} samples | median {b["median_ms"]} ms over {b["runs"]} runs (min {b["min_ms"]}, max {b["max_ms"]}) | < 1000 ms: {"met" if b["median_ms"] < 1000 else "missed"} |
-
+{cpu_table(t, s)}
 Single checks ask about the {r["data"]["hot_samples"]:,} samples whose participants' consent
 credentials the loader issued for real through identity.services (so not all 500,000); each
 check reads the sample, study, approval and consents in one query, the credential with its
@@ -220,6 +267,26 @@ Compare ratios within one run, not figures across days: this shared machine's sp
 (the run recorded on 2026-11-24 served the same trivial endpoint at 1,245.6 req/s, single
 checks at 43.6 req/s, ratio 0.035; on 2026-11-28, before that day's bulk changes, the bulk
 check took 1,288 ms).
+"""
+
+
+def cpu_table(t, s) -> str:
+    """CPU milliseconds per request by process group, for both endpoints of the run."""
+    if not t.get("cpu_ms_per_request"):
+        return ""
+    rows = "".join(
+        f"| {name} | {t['cpu_ms_per_request'][name]} | {s['cpu_ms_per_request'][name]} |\n"
+        for name in t["cpu_ms_per_request"])
+    total_t, total_s = (round(sum(x["cpu_ms_per_request"].values()), 3) for x in (t, s))
+    return f"""
+CPU time per request in the same run (user + system, from /proc), by process group:
+
+| processes | GET /api/v1/me, ms | POST /api/v1/consent-checks, ms |
+|---|---|---|
+{rows}| all | {total_t} | {total_s} |
+
+With both CPUs busy the rates follow these totals: a single check can reach half the trivial
+rate only if it costs at most twice the trivial request's CPU, summed over every process.
 """
 
 
