@@ -24,6 +24,15 @@ def test_sign_up_enrols_and_logs_in(db, purposes):
     assert "did:key:z6Mk" in page
 
 
+def test_the_identity_page_says_who_holds_the_participants_key(alice_client, participant):
+    page = alice_client.get("/portal/").content.decode()
+    assert "The portal holds the key of this DID for you" in page and "Hold your own key instead" in page
+    participant.key_custody = participant.SELF_CUSTODY
+    participant.save(update_fields=["key_custody"])
+    page = alice_client.get("/portal/").content.decode()
+    assert "You hold the key of this DID" in page and "portal holds the key" not in page
+
+
 def test_consent_page_lists_duo_purposes(alice_client, purposes):
     page = alice_client.get("/portal/consents/").content.decode()
     for duo_id in ("DUO:0000042", "DUO:0000006", "DUO:0000007", "DUO:0000046", "MONDO:0005015"):
