@@ -281,7 +281,7 @@ def withdrawal_feed(*, custodian: Custodian, since: int, limit: int):
     """Instructions for this custodian's samples after cursor `since`, oldest first."""
     return (
         WithdrawalInstruction.objects.filter(sample__custodian=custodian, seq__gt=since)
-        .select_related("sample", "withdrawal", "confirmation_entry")
+        .select_related("sample", "withdrawal__ledger_entry", "confirmation_entry")
         .order_by("seq")[:limit]
     )
 

@@ -134,6 +134,16 @@ def _instruction_body(instruction) -> dict:
         "issued_at": instruction.created_at,
         "confirmed_at": instruction.confirmed_at,
         "confirmation_ledger_index": instruction.confirmation_entry.index if instruction.confirmation_entry else None,
+        # What the instruction rests on, for a custodian about to destroy a sample: who signed
+        # the withdrawal (the participant's own key or the portal on their behalf), the signed
+        # decision itself (a JWT VP, checkable offline against the participant's DID), and
+        # where the withdrawal sits on the ledger (null until sealed).
+        "withdrawal": {
+            "id": str(instruction.withdrawal.id),
+            "signed_by": instruction.withdrawal.signed_by,
+            "decision": instruction.withdrawal.decision_jwt or None,
+            "ledger_index": instruction.withdrawal.ledger_entry.index,
+        },
     }
 
 

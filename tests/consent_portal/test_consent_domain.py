@@ -164,6 +164,11 @@ def test_withdrawal_revokes_and_instructs_custodians(donor, level, action, api):
     assert json.loads(bytes(withdrawal.ledger_entry.payload))["level"] == level
     feed = api.get("/api/v1/withdrawals?since=0").json()
     assert [(i["sample"], i["action"]) for i in feed["instructions"]] == [("S-1", action), ("S-2", action)]
+    withdrawal.ledger_entry.refresh_from_db()
+    assert all(i["withdrawal"] == {
+        "id": str(withdrawal.id), "signed_by": withdrawal.signed_by, "decision": withdrawal.decision_jwt or None,
+        "ledger_index": withdrawal.ledger_entry.index} for i in feed["instructions"])
+    assert withdrawal.signed_by == "portal-custodial-key"
     assert api.get(f"/api/v1/withdrawals?since={feed['next']}").json()["instructions"] == []
 
 
