@@ -181,19 +181,17 @@ def main():
             response.read()
             return response.status
 
-        def single(conn, rng):
-            body = json.dumps({"sample": rng.choice(hot), "study": "bench-hmb", "purpose": "DUO:0000006"})
-            conn.request("POST", "/api/v1/consent-checks", body=body, headers=auth)
-            response = conn.getresponse()
-            response.read()
-            return response.status
+        def asking(url):
+            """A request maker that asks `url` about a hot sample, as a custodian's check does."""
+            def ask(conn, rng):
+                body = json.dumps({"sample": rng.choice(hot), "study": "bench-hmb", "purpose": "DUO:0000006"})
+                conn.request("POST", url, body=body, headers=auth)
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            return ask
 
-        def floor(conn, rng):
-            body = json.dumps({"sample": rng.choice(hot), "study": "bench-hmb", "purpose": "DUO:0000006"})
-            conn.request("POST", "/bench/floor-check", body=body, headers=auth)
-            response = conn.getresponse()
-            response.read()
-            return response.status
+        single, floor = asking("/api/v1/consent-checks"), asking("/bench/floor-check")
 
         load(trivial, 3, args.threads)  # warm both workers' connections and caches
         load(single, 3, args.threads)
