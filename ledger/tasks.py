@@ -4,8 +4,8 @@ Every committed entry asks for a seal (services._enqueue_seal calls seal_soon). 
 takes whatever is pending, so one queued task serves every entry committed before it
 starts: with a Redis broker a flag says "a seal is queued" and later entries do not queue
 another until the task has started and cleared it; a process that set the flag itself does
-not even ask Redis for the first half of the linger, since the task it queued cannot have
-read before then. Without the flag (another broker, Redis
+not even ask Redis for the first half of the linger it gave the task, since that task cannot
+have read before then. Without the flag (another broker, Redis
 unreachable) every entry enqueues, as before. Nothing depends on the flag for safety: an
 entry whose task was lost stays pending and the beat sweep seals it.
 """
@@ -46,28 +46,29 @@ def _seal_flag() -> str:
     return f"ledger:seal-queued:{settings.CELERY_TASK_DEFAULT_QUEUE}"
 
 
-# When this process last set the flag itself (_clock()), and so queued a task.
+# The task this process queued last after setting the flag itself: when the flag was set
+# (_clock(), read before the SET) and the linger, in seconds, the task was told to wait.
 _flag_set_at: float | None = None
+_flag_linger: float = 0.0
 _clock = time.monotonic
 
 
 def _own_task_will_read() -> bool:
     """True while the task this process queued last cannot yet have read what is pending.
 
-    That task was queued after the flag was set (at set_at, read before the SET), so it
-    starts later, sleeps the linger and only then reads: after set_at + linger in real
-    time, on whichever host runs it. Every entry committed before then is read by it, so
-    seal_soon needs no Redis round trip for those. Only half the linger is used, as a
-    margin for timers that are not exact.
+    That task was queued after the flag was set, so it starts later, waits the linger it
+    was given (seal_pending(linger_ms=...), whatever the worker's own setting) and only
+    then reads: after set_at + linger in real time, on whichever host runs it. Every entry
+    committed before then is read by it, so seal_soon needs no Redis round trip for those.
+    Only half the linger is used, as a margin for timers that are not exact.
     """
     set_at = _flag_set_at
-    linger = settings.LEDGER_SEAL_LINGER_MS / 1000
-    return set_at is not None and _clock() - set_at < linger / 2
+    return set_at is not None and _clock() - set_at < _flag_linger / 2
 
 
 def seal_soon() -> None:
     """Queue a seal unless one is already queued and not yet started."""
-    global _flag_set_at
+    global _flag_set_at, _flag_linger
     store = _flag_store()
     set_at = None
     if store is not None:
@@ -81,8 +82,9 @@ def seal_soon() -> None:
         except Exception:
             logger.warning("ledger: seal flag unavailable, enqueueing anyway", exc_info=True)
             store = None
+    linger_ms = max(settings.LEDGER_SEAL_LINGER_MS, 0) if store is not None else 0
     try:
-        seal_pending.delay()
+        seal_pending.delay(linger_ms=linger_ms)
     except Exception:
         set_at = None
         # The entry is committed and stays pending; the beat sweep seals it later.
@@ -93,7 +95,7 @@ def seal_soon() -> None:
             except Exception:
                 pass
     if set_at is not None:
-        _flag_set_at = set_at
+        _flag_set_at, _flag_linger = set_at, linger_ms / 1000
 
 
 def _clear_seal_flag() -> None:
@@ -108,11 +110,16 @@ def _clear_seal_flag() -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def seal_pending() -> int:
-    if _flag_store() is not None and settings.LEDGER_SEAL_LINGER_MS > 0:
+def seal_pending(linger_ms: int | None = None) -> int:
+    """Seal everything pending. Queued by seal_soon with the linger its process counts on:
+    that wait is kept even where this worker's own setting differs. Without it (older
+    queued tasks), the worker's setting, with a Redis broker only."""
+    if linger_ms is None:
+        linger_ms = settings.LEDGER_SEAL_LINGER_MS if _flag_store() is not None else 0
+    if linger_ms > 0:
         # Group commit: entries committed in the next moment still find the flag set and
         # ride on this task, so a stream of checks is sealed in batches, not one by one.
-        time.sleep(settings.LEDGER_SEAL_LINGER_MS / 1000)
+        time.sleep(linger_ms / 1000)
     _clear_seal_flag()
     sealed = ledger_seal_pending()
     if sealed and witnesses_to_push():
