@@ -52,29 +52,24 @@ def wait_http(port, deadline=60):
     raise SystemExit("gunicorn did not come up; see bench/consent/gunicorn.log")
 
 
-def cpu_ticks(groups: dict[str, set[int]]) -> dict[str, int]:
-    """CPU time (user + system, clock ticks, with reaped children's) used so far by each
-    group of processes, read from /proc: {} where there is no /proc. Groups: named pids, plus "postgres" (every
-    process whose command line names postgres: the backends, the WAL writer, ...) and
-    "redis"."""
+def cpu_ticks(groups: dict[str, set[int] | int]) -> dict[str, int]:
+    """CPU time (user + system, and that of children it has reaped, in clock ticks) used so
+    far by each group: a set of pids, or an int naming a parent whose whole tree counts (the
+    postmaster: its live backends, and those that exited during the run through its reaped
+    children's time). {} where there is no /proc."""
     if not os.path.isdir("/proc"):
         return {}
-    totals = dict.fromkeys([*groups, "postgres", "redis"], 0)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read()
-        except OSError:
-            continue
-        name = next((g for g, pids in groups.items() if int(pid) in pids), None)
-        if name is None:
-            name = "postgres" if b"postgres" in command else "redis" if b"redis-server" in command else None
-        if name is not None:
-            # utime, stime, and the children's it has waited for: the postmaster's hold the
-            # backends that exited during the run.
-            totals[name] += sum(int(x) for x in fields[11:15])
+    totals = {}
+    for name, pids in groups.items():
+        members = {pids} | children(pids) if isinstance(pids, int) else pids
+        totals[name] = 0
+        for pid in members:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            totals[name] += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return totals
 
 
@@ -86,19 +81,78 @@ def children(pid: int) -> set[int]:
         return set()
 
 
-def load_with_cpu(make_request, seconds, threads, groups):
-    """load(), and each group's CPU milliseconds per request over it."""
-    before = cpu_ticks(groups)
-    result = load(make_request, seconds, threads)
-    after = cpu_ticks(groups)
-    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-    result["cpu_ms_per_request"] = {
-        name: round((after[name] - before[name]) * tick_ms / result["requests"], 3) for name in before}
-    return result
+def parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def postmaster_pid() -> int | None:
+    """The pid of the PostgreSQL server the bench talks to, if it runs on this machine."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    server = parent(backend)
+    try:
+        with open(f"/proc/{server}/cmdline", "rb") as f:
+            return server if b"postgres" in f.read() else None
+    except (OSError, TypeError):
+        return None
+
+
+def redis_pids() -> set[int]:
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"redis-server"):
+                    found.add(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def measure(makers: dict, seconds: float, threads: int, groups: dict, rounds: int = 2) -> dict:
+    """Each endpoint for `seconds` in all, in `rounds` rounds whose order alternates (so
+    none always runs after the same one, in the tail of its sealing), with each group's CPU
+    milliseconds per request."""
+    runs = {name: {"latencies": [], "errors": 0, "elapsed": 0.0, "ticks": {}} for name in makers}
+    for number in range(rounds):
+        order = list(makers) if number % 2 == 0 else list(reversed(makers))
+        for name in order:
+            before = cpu_ticks(groups)
+            latencies, errors, elapsed = load(makers[name], seconds / rounds, threads)
+            after = cpu_ticks(groups)
+            run = runs[name]
+            run["latencies"] += latencies
+            run["errors"] += errors
+            run["elapsed"] += elapsed
+            for group in before:
+                run["ticks"][group] = run["ticks"].get(group, 0) + after[group] - before[group]
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0
+    results = {}
+    for name, run in runs.items():
+        n = len(run["latencies"])
+        if n == 0:
+            raise SystemExit(f"{name}: no request completed; see bench/consent/gunicorn.log")
+        results[name] = {
+            "requests": n,
+            "per_second": round(n / run["elapsed"], 1),
+            "p50_ms": round(percentile(run["latencies"], 50), 2),
+            "p99_ms": round(percentile(run["latencies"], 99), 2),
+            "errors": run["errors"],
+            "cpu_ms_per_request": {g: round(t * tick_ms / n, 3) for g, t in run["ticks"].items()},
+        }
+    return results
 
 
 def load(make_request, seconds, threads):
-    """Run make_request(conn) from `threads` threads for `seconds`; latencies in ms."""
+    """Run make_request(conn) from `threads` threads for `seconds`: the latencies in ms,
+    how many answers were errors (404 is an answer), and the seconds it took."""
     latencies, errors = [], []
     stop = time.monotonic() + seconds
     lock = threading.Lock()
@@ -122,14 +176,7 @@ def load(make_request, seconds, threads):
         t.start()
     for t in pool:
         t.join()
-    elapsed = time.monotonic() - began
-    return {
-        "requests": len(latencies),
-        "per_second": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(percentile(latencies, 50), 2),
-        "p99_ms": round(percentile(latencies, 99), 2),
-        "errors": len(errors),
-    }
+    return latencies, len(errors), time.monotonic() - began
 
 
 def main():
@@ -196,13 +243,17 @@ def main():
         load(trivial, 3, args.threads)  # warm both workers' connections and caches
         load(single, 3, args.threads)
         load(floor, 3, args.threads)
-        # Where the CPU goes: the two gunicorn workers, PostgreSQL, the sealing worker, Redis
-        # and this client (its threads make the requests).
+        # Where the CPU goes: the two gunicorn workers, the sealing worker, this client (its
+        # threads make the requests), PostgreSQL (the postmaster's tree, when it runs here)
+        # and Redis.
         groups = {"gunicorn workers": children(server.pid), "celery worker": {worker.pid} | children(worker.pid),
                   "client": {os.getpid()}}
-        trivial_result = load_with_cpu(trivial, args.seconds, args.threads, groups)
-        single_result = load_with_cpu(single, args.seconds, args.threads, groups)
-        floor_result = load_with_cpu(floor, args.seconds, args.threads, groups)
+        postmaster = postmaster_pid()
+        if postmaster is not None:
+            groups["postgres"] = postmaster
+        groups["redis"] = redis_pids()
+        measured = measure({"trivial": trivial, "single": single, "floor": floor}, args.seconds, args.threads, groups)
+        trivial_result, single_result, floor_result = measured["trivial"], measured["single"], measured["floor"]
         if trivial_result["errors"] or single_result["errors"] or floor_result["errors"]:
             # Fast failures are not throughput: stop rather than record them.
             raise SystemExit(f"requests failed: {trivial_result}, {single_result}, {floor_result}; "
@@ -229,7 +280,7 @@ def main():
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "data": data,
         "setup": {"gunicorn_workers": 2, "gunicorn_threads": args.gunicorn_threads,
-                  "client_threads": args.threads, "seconds": args.seconds},
+                  "client_threads": args.threads, "seconds": args.seconds, "rounds": 2},
         "trivial_get_me": trivial_result,
         "single_check": single_result,
         "single_vs_trivial_rate": round(single_result["per_second"] / trivial_result["per_second"], 3),
@@ -249,6 +300,11 @@ def main():
         summary(recorded) + (other_run(json.loads(gthread.read_text())) if gthread.exists() else ""))
 
 
+def rounds_note(r) -> str:
+    rounds = r["setup"].get("rounds", 1)
+    return f" in {rounds} rounds of alternating order" if rounds > 1 else ""
+
+
 def summary(r) -> str:
     t, s, b = r["trivial_get_me"], r["single_check"], r["bulk_10k"]
     ratio = r["single_vs_trivial_rate"]
@@ -258,7 +314,7 @@ def summary(r) -> str:
 
 One run on {r["machine"]["cpus"]} CPUs, PostgreSQL, gunicorn with {r["setup"]["gunicorn_workers"]} {workers},
 a separate Celery worker sealing the ledger, {r["setup"]["client_threads"]} client threads with keep-alive,
-{r["setup"]["seconds"]:.0f} s per endpoint. Data: {r["data"]["participants"]:,} participants,
+{r["setup"]["seconds"]:.0f} s per endpoint{rounds_note(r)}. Data: {r["data"]["participants"]:,} participants,
 {r["data"]["consents"]:,} consents, {r["data"]["samples"]:,} samples (bench.consent.load).
 
 | measure | result | target |
@@ -292,7 +348,8 @@ def floor_rows(r) -> str:
     return (f"\nThe floor, in the same run: `POST /bench/floor-check` (bench/consent/floor.py) does only the\n"
             f"check's one read and its one durable write of the record and ledger entry, nothing else:\n"
             f"{f['per_second']:,} req/s, p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms; floor rate / trivial rate "
-            f"**{r['floor_vs_trivial_rate']}**,\nthe most any check that reads and records can reach here.\n")
+            f"**{r['floor_vs_trivial_rate']}**,\nthe most a check that reads and records its answer can reach "
+            f"on this stack and machine.\n")
 
 
 def cpu_table(t, s, f=None) -> str:
