@@ -213,13 +213,19 @@ def _own_cpu_seconds() -> float:
 
 def _floor_worker(work: list, taken, result) -> None:
     """One process of the database floor: takes spans in turn; per page, one read of the
-    payloads (no kinds, no stored hashes, no order codes, no tree nodes) and the hashing of
-    every leaf and interior node; no comparison and no kind check."""
+    payloads only, as verification reads them (binary results, server-side parameters, the
+    physical TID range of the page: see integrity._entries_sql), and the hashing of every
+    leaf and interior node; no kinds, stored hashes, order codes or tree nodes read, no
+    comparison and no kind check."""
+    from ledger.db import raw_cursor
+
     table, index = Entry._meta.db_table, connection.ops.quote_name("index")
-    sql = (f"SELECT string_agg(payload, '\\x0a00'::bytea) FROM {table} "
-           f"WHERE {index} >= %s AND {index} < %s")
+    sql = (f"SELECT string_agg(payload, '\\x0a00'::bytea) FROM {table} WHERE "
+           f"ctid >= (SELECT ctid FROM {table} WHERE {index} = %(first)s) AND "
+           f"ctid <= (SELECT ctid FROM {table} WHERE {index} = %(end)s - 1) AND "
+           f"{index} >= %(first)s AND {index} < %(end)s")
     sha256, hashed = hashlib.sha256, 0
-    with connection.cursor() as cursor:
+    with raw_cursor() as cursor:
         while True:
             with taken.get_lock():
                 number = taken.value
@@ -229,10 +235,12 @@ def _floor_worker(work: list, taken, result) -> None:
             start, end = work[number]
             tree = merkle.CompactRange()
             for page in range(start, end, integrity.DEFAULT_CHUNK_SIZE):
-                cursor.execute(sql, [page, min(page + integrity.DEFAULT_CHUNK_SIZE, end)])
-                lines = (b"\x00" + bytes(cursor.fetchone()[0])).split(b"\n")
+                cursor.execute(sql, {"first": page, "end": min(page + integrity.DEFAULT_CHUNK_SIZE, end)},
+                               binary=True)
+                lines = (b"\x00" + cursor.fetchone()[0]).split(b"\n")
                 tree.extend([sha256(line).digest() for line in lines])
                 hashed += len(lines)
+    connection.close()
     with result.get_lock():
         result.value += hashed
 
@@ -414,7 +422,7 @@ def main() -> None:
                      f"would have {v['cpu_seconds_at_target']} CPU-seconds ({v['cpus']} CPUs for "
                      f"twice the bare loop's time), of which the hashing floor alone takes "
                      f"{v['hashing_floor_cpu_seconds']} s"] if "parallel_cpu_seconds" in v else []),
-                  *([f"- the floor of any verification that reads the log from PostgreSQL, with the "
+                  *([f"- the floor of any verification that reads the log's entry rows (one per entry) from PostgreSQL, with the "
                      f"same {v['workers']} workers and spans: one read of the payloads per page, then "
                      f"every leaf and interior node hashed, nothing compared or checked: "
                      f"{v['database_floor_leaves_per_s']} leaves/s, ratio **{v['database_floor_ratio']}**: "
