@@ -86,7 +86,8 @@ def queries(function) -> list[str]:
     return [(query["sql"] or "PREPARED").split(" ", 1)[0] for query in captured.captured_queries]
 
 
-def saturation_worker(side: str, subject_did: str, sample_id: str, start_at: float, end_at: float) -> None:
+def saturation_worker(side: str, subject_did: str, sample_id: str, start_at: float, end_at: float,
+                      slot: int = 0) -> None:
     """One of the processes of a saturation run: issues in a loop from start_at to end_at
     (wall clock, shared by every process of the run) and prints how many it issued."""
     issuer = services.issuer_get_or_create()
@@ -97,16 +98,18 @@ def saturation_worker(side: str, subject_did: str, sample_id: str, start_at: flo
         def issue():
             didkit_backend.issue_credential(unsigned, jwk=jwk, verification_method=issuer.verification_method)
     elif side == "bare_then_store":
-        # As bare_then_store in main(), with status indexes of this process's own (outside
-        # the lists, deleted after the run).
-        spare = iter(range(statuslist.LIST_BITS + 2_000_000 + (os.getpid() % 1000) * 100_000,
-                           statuslist.LIST_BITS + 2_000_000 + (os.getpid() % 1000 + 1) * 100_000))
+        # As bare_then_store in main(), with status indexes of this worker's own slot (one
+        # per worker of the whole saturation run; outside the lists, deleted after the run).
+        first = statuslist.LIST_BITS + 2_000_000 + slot * 100_000
+        spare = iter(range(first, first + 100_000))
 
         def issue():
             signed = didkit_backend.issue_credential(unsigned, jwk=jwk, verification_method=issuer.verification_method)
-            assert services._credential_insert(IssuedCredential(
+            stored = services._credential_insert(IssuedCredential(
                 id=f"urn:uuid:{uuid.uuid4()}", subject_did=subject_did, type="ConsentCredential", issuer_key=issuer,
                 document=signed, status_index=next(spare), issued_at=sample.issued_at, proof_mac=""))
+            if not stored:
+                raise SystemExit("bare_then_store: a status index of this worker's slot was taken")
     else:
         def issue():
             services.credential_issue(subject_did=subject_did, credential_type="ConsentCredential", claims=CLAIMS)
@@ -125,6 +128,7 @@ def saturated_rates(subject_did: str, sample_id: str) -> dict:
     """Issuances per second with P processes at once, for each P, bare and ours in
     alternating rounds (the rate of a round is what all P processes issued, over the time)."""
     totals: dict = {}
+    slots = iter(range(1000))  # each worker process of the run gets its own
     for _ in range(SATURATION_ROUNDS):
         for processes in SATURATION_PROCESSES:
             for side in SATURATION_SIDES:
@@ -132,7 +136,7 @@ def saturated_rates(subject_did: str, sample_id: str) -> dict:
                 end_at = start_at + SATURATION_SECONDS
                 workers = [subprocess.Popen(
                     [sys.executable, __file__, "--saturation-worker", side, subject_did, sample_id,
-                     repr(start_at), repr(end_at)], stdout=subprocess.PIPE, text=True)
+                     repr(start_at), repr(end_at), str(next(slots))], stdout=subprocess.PIPE, text=True)
                     for _ in range(processes)]
                 outputs = [w.communicate()[0] for w in workers]
                 if any(w.returncode for w in workers):
@@ -180,9 +184,10 @@ def main() -> None:
         # The ceiling for any issuer that keeps what it signs: bare didkit, then the service's
         # own prepared INSERT of the result, autocommitted (an index outside the lists).
         signed = didkit_backend.issue_credential(unsigned, jwk=jwk, verification_method=issuer.verification_method)
-        assert services._credential_insert(IssuedCredential(
-            id=f"urn:uuid:{uuid.uuid4()}", subject_did=subject.did, type="ConsentCredential", issuer_key=issuer,
-            document=signed, status_index=next(stored_spare), issued_at=sample.issued_at, proof_mac=""))
+        if not services._credential_insert(IssuedCredential(
+                id=f"urn:uuid:{uuid.uuid4()}", subject_did=subject.did, type="ConsentCredential", issuer_key=issuer,
+                document=signed, status_index=next(stored_spare), issued_at=sample.issued_at, proof_mac="")):
+            raise SystemExit("bare_then_store: a spare status index was taken")
 
     issue_rates = compare(
         lambda: didkit_backend.issue_credential(unsigned, jwk=jwk, verification_method=issuer.verification_method),
@@ -357,8 +362,9 @@ before the signature exists, plus building the document and the attestation tag.
 confirming query overlapped, what remains is about `service_issue - didkit_issue` in the
 parts table; 0.8 of bare didkit allows `didkit_issue / 4`. On this machine the insert alone
 takes most of that allowance, and on a busy machine the overlapped query competes with
-didkit's threads for the two cores. Meeting 0.8 would mean not waiting for the commit
-(giving up durability of what was signed), which we do not do. Every issuance in the
+didkit's threads for the two cores. The two ceiling rows measure this allowance directly.
+Meeting 0.8 would mean not waiting for the commit (giving up durability of what was signed),
+which we do not do. Every issuance in the
 portal itself runs inside the caller's transaction (enrolment, consent grant), whose
 commit is shared with the rest of that write.
 
@@ -370,8 +376,8 @@ two cores, where bare didkit has them to itself.
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--saturation-worker"]:
-        side, subject_did, sample_id, start_at, end_at = sys.argv[2:7]
-        saturation_worker(side, subject_did, sample_id, float(start_at), float(end_at))
+        side, subject_did, sample_id, start_at, end_at, slot = sys.argv[2:8]
+        saturation_worker(side, subject_did, sample_id, float(start_at), float(end_at), int(slot))
         # didkit 0.3.3's runtime can crash the interpreter's shutdown (PyGILState_Release):
         # the count is printed, so leave without finalizing.
         sys.stdout.flush()
