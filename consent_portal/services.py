@@ -588,22 +588,17 @@ def _check_record(check: ConsentCheck, *, payload: dict) -> None:
             check.ledger_entry = ledger_services.entry_append(kind="consent.check", payload=payload)
             check.save(force_insert=True)
         return
-    entry_sql, entry_params = ledger_services.entry_insert_sql(
-        kind="consent.check", payload=payload, created_at=check.created_at)
     fields = [f for f in ConsentCheck._meta.concrete_fields if f.attname != "ledger_entry_id"]
     qn = connection.ops.quote_name
     entry_column = qn(ConsentCheck._meta.get_field("ledger_entry").column)
-    sql = (
-        f"WITH e AS ({entry_sql}) INSERT INTO {qn(ConsentCheck._meta.db_table)}"
-        f" ({', '.join(qn(f.column) for f in fields)}, {entry_column})"
-        f" VALUES ({', '.join(['%s'] * len(fields))}, (SELECT id FROM e)) RETURNING {entry_column}"
+    (check.ledger_entry_id,) = ledger_services.entry_append_with(
+        kind="consent.check", payload=payload, created_at=check.created_at,
+        sql=(f"INSERT INTO {qn(ConsentCheck._meta.db_table)} ({', '.join(qn(f.column) for f in fields)},"
+             f" {entry_column}) VALUES ({', '.join(['%s'] * len(fields))}, (SELECT id FROM e))"
+             f" RETURNING {entry_column}"),
+        params=[f.get_db_prep_save(getattr(check, f.attname), connection) for f in fields],
     )
-    values = [f.get_db_prep_save(getattr(check, f.attname), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*entry_params, *values])
-        check.ledger_entry_id = cursor.fetchone()[0]
     check._state.adding, check._state.db = False, connection.alias
-    ledger_services.entry_inserted()
 
 
 BULK_LIMIT = 10_000

@@ -143,19 +143,21 @@ def entry_append(*, kind: str, payload: dict) -> Entry:
     return entry
 
 
-def entry_insert_sql(*, kind: str, payload: dict, created_at) -> tuple[str, list]:
-    """entry_append as an `INSERT ... RETURNING id` to run inside the caller's own statement
-    (PostgreSQL: a data-modifying WITH), so a record and its ledger entry are written in one
-    round trip. The caller must call entry_inserted() after running it."""
+def entry_append_with(*, kind: str, payload: dict, created_at, sql: str, params: list) -> tuple:
+    """entry_append and the caller's own INSERT in one statement (PostgreSQL: the entry's
+    INSERT in a data-modifying WITH named `e`), so a record and its ledger entry are
+    written in one round trip, both or neither. `sql` is the caller's INSERT, naming its
+    entry as `(SELECT id FROM e)`; returns that statement's first row (its RETURNING).
+    Sealing is asked for when the caller's write commits, as entry_append does."""
     qn = connection.ops.quote_name
-    sql = (f"INSERT INTO {qn(Entry._meta.db_table)} ({qn('kind')}, {qn('payload')}, {qn('created_at')})"
-           f" VALUES (%s, %s, %s) RETURNING {qn('id')}")
-    return sql, [kind, _leaf(kind=kind, payload=payload), created_at]
-
-
-def entry_inserted() -> None:
-    """What entry_append does after its INSERT: seal once the caller's write commits."""
+    entry_sql = (f"INSERT INTO {qn(Entry._meta.db_table)} ({qn('kind')}, {qn('payload')}, {qn('created_at')})"
+                 f" VALUES (%s, %s, %s) RETURNING {qn('id')}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH e AS ({entry_sql}) {sql}",
+                       [kind, _leaf(kind=kind, payload=payload), created_at, *params])
+        row = cursor.fetchone()
     transaction.on_commit(_enqueue_seal)
+    return row
 
 
 def _enqueue_seal() -> None:

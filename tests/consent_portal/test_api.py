@@ -110,6 +110,15 @@ def test_a_check_body_is_exactly_what_its_declared_fields_give(
     assert fast == {**body, "ledger": {"sealed": "as given"}}
 
 
+def test_a_checks_ledger_entry_is_sealed_once_the_check_commits(
+    api, sample, approved_study, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        body = check(api, **QUESTION).json()
+    entry = ConsentCheck.objects.get(pk=body["check"]).ledger_entry
+    assert entry.index is not None and entry.leaf_hash  # the commit asked for the seal
+
+
 def test_a_check_and_its_ledger_entry_are_written_in_one_statement_on_postgresql(api, sample, approved_study):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
