@@ -12,7 +12,6 @@ from django.db import connection
 from django.db.models import Count, Prefetch
 
 from consent_portal import decisions
-from identity.db import prepared_rows
 from consent_portal.models import (
     Consent,
     ConsentCheck,
@@ -30,6 +29,7 @@ from consent_portal.models import (
     WithdrawalInstruction,
 )
 from identity import selectors as identity_selectors
+from identity.db import prepared_rows
 
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the

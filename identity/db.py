@@ -45,8 +45,6 @@ def prepared_execute(sql: str, params: list) -> int:
         return cursor.rowcount
 
 
-
-
 def status_etag_joins() -> tuple[str, list]:
     """LEFT JOINs adding our two signed status lists as `r` (revocation) and `s`
     (suspension), so a query can select r.etag and s.etag, and their parameters. Every

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q
 
-from ledger.db import prepared_rows
 from ledger import merkle, note
+from ledger.db import prepared_rows
 from ledger.keys import ledger_verifier_key
 from ledger.models import Checkpoint, Cosignature, Entry, Member, TreeNode, TreeState, WitnessRefusal
 
