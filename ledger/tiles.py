@@ -1,0 +1,122 @@
+"""How the sealed log is stored: entry bundles and hash tiles, as in C2SP tlog-tiles.
+
+Pure Python, no Django. A hash tile (level L, index k) holds the hashes of the complete
+subtrees at tree level 8 L numbered 256 k up to 256 k + 255, concatenated; a bundle k holds
+the payloads of entries 256 k up to 256 k + 255, joined by b"\\n" (canonical JSON never
+holds a raw newline byte, so the join is unambiguous). Only the right edge of each level
+has a partial tile or bundle, which grows as entries are sealed: bytes once written never
+change. Any stored subtree (level, index) lies inside one tile, from which at most 127
+node hashes recompute it, so a proof reads O(log n / 8) tiles.
+"""
+
+import hashlib
+from collections.abc import Iterable
+
+from ledger.merkle import HASH_SIZE
+
+HEIGHT = 8
+WIDTH = 1 << HEIGHT
+TILE_BYTES = WIDTH * HASH_SIZE
+SEPARATOR = b"\n"
+
+Tile = tuple[int, int]  # (tile level, tile index)
+
+
+def locate(level: int, index: int) -> tuple[int, int, int, int]:
+    """The subtree (level, index): (tile level, tile index, first hash, hashes to fold)."""
+    tile_level, rise = divmod(level, HEIGHT)
+    first = index << rise
+    return tile_level, first >> HEIGHT, first & (WIDTH - 1), 1 << rise
+
+
+def fold_run(data: bytes, first: int, count: int) -> bytes | None:
+    """The hash of the complete subtree over a tile's hashes [first, first + count)
+    (count a power of two), or None when the tile holds fewer."""
+    end = first + count
+    if len(data) < end * HASH_SIZE:
+        return None
+    hashes = [data[i : i + HASH_SIZE] for i in range(first * HASH_SIZE, end * HASH_SIZE, HASH_SIZE)]
+    sha256 = hashlib.sha256
+    while len(hashes) > 1:
+        pairs = iter(hashes)
+        hashes = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+    return hashes[0]
+
+
+def tiles_of(pairs: Iterable[tuple[int, int]]) -> set[Tile]:
+    return {locate(level, index)[:2] for level, index in pairs}
+
+
+def subtrees_from(pairs: Iterable[tuple[int, int]], tiles: dict[Tile, bytes]) -> dict[tuple[int, int], bytes]:
+    """The subtrees among pairs that these tiles hold, by (level, index)."""
+    found = {}
+    for level, index in pairs:
+        tile_level, tile_index, first, count = locate(level, index)
+        data = tiles.get((tile_level, tile_index))
+        digest = None if data is None else fold_run(data, first, count)
+        if digest is not None:
+            found[(level, index)] = digest
+    return found
+
+
+def edge(size: int) -> list[Tile]:
+    """The partial tile of each level of a tree of size leaves: the ones sealing extends."""
+    out, level, nodes = [], 0, size
+    while nodes:
+        if nodes % WIDTH:
+            out.append((level, nodes // WIDTH))
+        level, nodes = level + 1, nodes >> HEIGHT
+    return out
+
+
+def split_bundle(data: bytes) -> list[bytes]:
+    return data.split(SEPARATOR)
+
+
+def extend_tiles(
+    size: int, runs: Iterable[tuple[int, int, list[bytes]]], stored: dict[Tile, bytes]
+) -> dict[Tile, bytes]:
+    """The tiles to write after appending to a tree of size leaves, whose new complete
+    subtrees are runs (level, first index, hashes) as CompactRange.extend returns them;
+    stored must hold the tree's partial tiles (edge(size)). Raises ValueError when a
+    stored partial tile is not as long as the tree says."""
+    out: dict[Tile, bytes] = {}
+    for level, first, hashes in runs:
+        if level % HEIGHT:
+            continue
+        tile_level = level // HEIGHT
+        tile_index, offset = divmod(first, WIDTH)
+        head = stored.get((tile_level, tile_index), b"") if offset else b""
+        if len(head) != offset * HASH_SIZE:
+            raise ValueError(
+                f"hash tile {tile_level}/{tile_index} holds {len(head) // HASH_SIZE} hashes; a tree "
+                f"of {size} leaves needs {offset}"
+            )
+        data = head + b"".join(hashes)
+        for start in range(0, len(data), TILE_BYTES):
+            out[(tile_level, tile_index + start // TILE_BYTES)] = data[start : start + TILE_BYTES]
+    return out
+
+
+def extend_bundles(size: int, payloads: list[bytes], partial: bytes | None) -> dict[int, bytes]:
+    """The bundles to write after appending payloads to a log of size entries; partial is
+    the stored bundle size // 256 when size is not a multiple of 256. Raises ValueError
+    when that bundle does not hold size % 256 entries, or a payload holds a newline."""
+    bundle, offset = divmod(size, WIDTH)
+    for payload in payloads:
+        if SEPARATOR in payload:
+            raise ValueError("a ledger payload holds a raw newline, which canonical JSON never does")
+    entries: list[bytes] = []
+    if offset:
+        held = 0 if partial is None else partial.count(SEPARATOR) + 1
+        if held != offset:
+            raise ValueError(f"entry bundle {bundle} holds {held} entries; a log of {size} needs {offset}")
+        entries.append(partial)
+        first_chunk = WIDTH - offset
+    else:
+        first_chunk = WIDTH
+    out = {bundle: SEPARATOR.join(entries + payloads[:first_chunk])}
+    for start in range(first_chunk, len(payloads), WIDTH):
+        bundle += 1
+        out[bundle] = SEPARATOR.join(payloads[start : start + WIDTH])
+    return out
