@@ -1,4 +1,4 @@
-"""The append-only log: entries, the stored Merkle subtrees, the tree head and checkpoints.
+"""The append-only log: entries, their bundles and hash tiles, the tree head and checkpoints.
 
 Rows are written only by ledger.services; nothing here holds logic.
 """
@@ -8,13 +8,17 @@ from django.db.models import Q
 
 
 class Entry(models.Model):
+    """A ledger entry: the identity other records point at, and its position once sealed.
+
+    Pending, it holds its payload (canonical JSON, "kind" included); the sequencer moves
+    the payload into its EntryBundle, where it is hashed as it is, and sets the index.
+    """
+
     id = models.BigAutoField(primary_key=True)
     # Position in the Merkle tree; null while pending, assigned by the sequencer.
     index = models.BigIntegerField(null=True, unique=True)
-    kind = models.CharField(max_length=64)
-    # Canonical JSON bytes, hashed as they are: never re-encode them.
-    payload = models.BinaryField()
-    leaf_hash = models.BinaryField(max_length=32, null=True)
+    # Canonical JSON bytes while pending; null once sealed (the bytes are in the bundle).
+    payload = models.BinaryField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sealed_at = models.DateTimeField(null=True)
 
@@ -28,30 +32,41 @@ class Entry(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(index__isnull=True, leaf_hash__isnull=True, sealed_at__isnull=True)
-                | Q(index__gte=0, leaf_hash__isnull=False, sealed_at__isnull=False),
-                name="ledger_entry_sealed_together",
+                condition=Q(index__isnull=True, payload__isnull=False, sealed_at__isnull=True)
+                | Q(index__gte=0, payload__isnull=True, sealed_at__isnull=False),
+                name="ledger_entry_sealed_moved",
             ),
         ]
 
     def __str__(self):
-        where = "pending" if self.index is None else f"#{self.index}"
-        return f"{self.kind} {where}"
+        return f"entry {self.id} pending" if self.index is None else f"entry #{self.index}"
 
 
-class TreeNode(models.Model):
-    """The hash of the complete subtree of 2**level leaves starting at leaf index * 2**level.
+class EntryBundle(models.Model):
+    """The payloads of sealed entries 256 index .. 256 index + 255, exactly as hashed,
+    joined by newlines (a C2SP tlog-tiles entry bundle, but newline-joined where the spec
+    length-prefixes: see ledger.tiles). Only the last bundle may hold fewer; it grows, its
+    bytes never change."""
 
-    Level 0 repeats the leaf hashes so that a proof is one lookup in one table.
-    """
+    index = models.BigIntegerField(primary_key=True)
+    data = models.BinaryField()
+
+    def __str__(self):
+        return f"bundle {self.index}"
+
+
+class HashTile(models.Model):
+    """The hashes of the complete subtrees at tree level 8 level, numbered 256 index ..
+    256 index + 255, concatenated (C2SP tlog-tiles hash tile); level 0 holds leaf hashes.
+    Only the last tile of a level may be partial; it grows, its bytes never change."""
 
     pk = models.CompositePrimaryKey("level", "index")
     level = models.PositiveSmallIntegerField()
     index = models.BigIntegerField()
-    hash = models.BinaryField(max_length=32)
+    hashes = models.BinaryField()
 
     def __str__(self):
-        return f"node {self.level}/{self.index}"
+        return f"tile {self.level}/{self.index}"
 
 
 class TreeState(models.Model):

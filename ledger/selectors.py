@@ -1,4 +1,4 @@
-"""Reads: tree head, checkpoints, entries and proofs. Each proof is one query."""
+"""Reads: tree head, checkpoints, entries and proofs. Each proof is one query (its tiles)."""
 
 import base64
 import threading
@@ -8,10 +8,19 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q
 
-from ledger import merkle, note
+from ledger import merkle, note, tiles
 from ledger.db import prepared_rows
 from ledger.keys import ledger_verifier_key
-from ledger.models import Checkpoint, Cosignature, Entry, Member, TreeNode, TreeState, WitnessRefusal
+from ledger.models import (
+    Checkpoint,
+    Cosignature,
+    Entry,
+    EntryBundle,
+    HashTile,
+    Member,
+    TreeState,
+    WitnessRefusal,
+)
 
 RECEIPT_FORMAT = "consent-ledger-receipt/v1"
 
@@ -20,28 +29,35 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _subtree_hashes_sql() -> str:
-    table = TreeNode._meta.db_table
-    return (f"SELECT t.level, t.index, t.hash FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, index)"
+def _tiles_sql() -> str:
+    table = HashTile._meta.db_table
+    return (f"SELECT t.level, t.index, t.hashes FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, index)"
             f" JOIN {table} t ON t.level = k.level AND t.index = k.index")
 
 
-def subtree_hashes(*, pairs) -> dict[tuple[int, int], bytes]:
-    """Stored subtree hashes for these (level, index) pairs, in one query.
+def hash_tiles(*, keys) -> dict[tiles.Tile, bytes]:
+    """The stored hash tiles among these (level, index) keys, in one query.
 
-    On PostgreSQL one prepared statement whose text does not change with the proof: the
-    pairs travel as two arrays and each is one primary-key probe. The ORM's
-    (level, index) IN (...) has a new text for every proof, is planned every time (about
-    0.6 ms for the ~40 pairs of a proof in a million-entry log) and runs as a bitmap OR.
+    On PostgreSQL one prepared statement whose text does not change with the keys: they
+    travel as two arrays and each is one primary-key probe. (The ORM's (level, index) IN
+    (...) has a new text for every proof, is planned every time and runs as a bitmap OR.)
     """
-    if not pairs:
+    keys = list(keys)
+    if not keys:
         return {}
     if connection.vendor == "postgresql":
-        levels, indexes = zip(*pairs, strict=True)
-        rows = prepared_rows(_subtree_hashes_sql(), [list(levels), list(indexes)])
+        levels, indexes = zip(*keys, strict=True)
+        rows = prepared_rows(_tiles_sql(), [list(levels), list(indexes)])
     else:
-        rows = TreeNode.objects.filter(pk__in=list(pairs)).values_list("level", "index", "hash")
-    return {(level, index): bytes(h) for level, index, h in rows}
+        rows = HashTile.objects.filter(pk__in=keys).values_list("level", "index", "hashes")
+    return {(level, index): bytes(data) for level, index, data in rows}
+
+
+def subtree_hashes(*, pairs) -> dict[tuple[int, int], bytes]:
+    """The complete subtrees (level, index) among pairs that the log holds, from the hash
+    tiles they lie in: one query, and at most 127 node hashes a subtree."""
+    pairs = list(pairs)
+    return tiles.subtrees_from(pairs, hash_tiles(keys=tiles.tiles_of(pairs)))
 
 
 def _hashes(ranges, extra=()) -> dict[tuple[int, int], bytes]:
@@ -60,16 +76,40 @@ def checkpoint_latest() -> Checkpoint | None:
     return Checkpoint.objects.order_by("-size").first()
 
 
+def entry_payloads(*, start: int, limit: int) -> list[bytes]:
+    """Sealed leaves' bytes from index start, in order, at most limit of them, as far as
+    the log is sealed (read from their bundles)."""
+    if start < 0 or limit < 1:
+        return []
+    first, last = start // tiles.WIDTH, (start + limit - 1) // tiles.WIDTH
+    size = tree_size()
+    bundles = (EntryBundle.objects.filter(index__gte=first, index__lte=last)
+               .order_by("index").values_list("index", "data"))
+    out: list[bytes] = []
+    for number, data in bundles:
+        base = number * tiles.WIDTH
+        if base > start + len(out):
+            break  # a missing bundle: the run ends before it
+        payloads = tiles.split_bundle(bytes(data))
+        out += payloads[start + len(out) - base : min(start + limit, size) - base]
+    return out
+
+
+def entry_bytes(*, entry_id: int) -> bytes:
+    """An entry's payload, pending or sealed: the bytes the log hashes (or will)."""
+    index, payload = Entry.objects.values_list("index", "payload").get(id=entry_id)
+    if index is None:
+        return bytes(payload)
+    found = entry_payload(index=index)
+    if found is None:
+        raise LookupError(f"sealed entry {index} is missing from its bundle: run verify_ledger")
+    return found
+
+
 def entry_payload(*, index: int) -> bytes | None:
     """The sealed leaf's bytes exactly as hashed, or None."""
-    payload = Entry.objects.filter(index=index).values_list("payload", flat=True).first()
-    return None if payload is None else bytes(payload)
-
-
-def entry_payloads(*, start: int, limit: int) -> list[bytes]:
-    """Sealed leaves' bytes from index start, in order, at most limit of them."""
-    rows = Entry.objects.filter(index__gte=start, index__lt=start + limit).order_by("index")
-    return [bytes(p) for p in rows.values_list("payload", flat=True)]
+    found = entry_payloads(start=index, limit=1)
+    return found[0] if found else None
 
 
 def leaf_inclusion(*, index: int, tree_size: int) -> tuple[bytes, list[bytes]]:
@@ -287,17 +327,18 @@ def _receipt_facts_sql() -> str:
     """The entry, the newest checkpoint covering it that has the quorum (the same rule as
     _final_checkpoints), that checkpoint's witness cosignature lines and the registered
     witnesses' keys, in one statement (PostgreSQL)."""
-    entries, checkpoints = Entry._meta.db_table, Checkpoint._meta.db_table
+    entries, checkpoints, bundles = Entry._meta.db_table, Checkpoint._meta.db_table, EntryBundle._meta.db_table
     cosignatures, members = Cosignature._meta.db_table, Member._meta.db_table
     witness = _WITNESS_SQL
     cosigners = (f"SELECT count(*) FROM {cosignatures} s JOIN {members} m ON m.id = s.member_id"
                  f" WHERE s.checkpoint_id = c.id AND {witness}")
     return (
-        f"SELECT e.index, e.payload, f.size, f.note,"
+        f"SELECT e.index, b.data, f.size, f.note,"
         f" (SELECT string_agg(s.line, '' ORDER BY s.member_id) FROM {cosignatures} s"
         f"   JOIN {members} m ON m.id = s.member_id WHERE s.checkpoint_id = f.id AND {witness}),"
         f" (SELECT string_agg(m.verifier_key, E'\\n' ORDER BY m.id) FROM {members} m WHERE {witness})"
-        f" FROM {entries} e LEFT JOIN LATERAL ("
+        f" FROM {entries} e LEFT JOIN {bundles} b ON b.index = e.index / {tiles.WIDTH}"
+        f" LEFT JOIN LATERAL ("
         f"   SELECT c.id, c.size, c.note FROM {checkpoints} c"
         f"   WHERE c.size > e.index AND (%s = 0 OR ({cosigners}) >= %s)"
         f"   ORDER BY c.size DESC LIMIT 1) f ON true"
@@ -313,27 +354,35 @@ def _entry_receipt(entry_id: int) -> dict | None:
         rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id])
         if not rows:
             raise Entry.DoesNotExist(f"no ledger entry {entry_id}")
-        index, payload, size, checkpoint_note, lines, keys = rows[0]
+        index, bundle, size, checkpoint_note, lines, keys = rows[0]
         if index is None:
             return None
+        payload = _bundled(index, bundle)
         witness_keys = keys.split("\n") if keys else []
         if size is not None:
             cosigned = checkpoint_note + (lines or "") if witness_keys else checkpoint_note
-            return _receipt(index=index, payload=bytes(payload), size=size, checkpoint_note=checkpoint_note,
+            return _receipt(index=index, payload=payload, size=size, checkpoint_note=checkpoint_note,
                             cosigned=cosigned, witness_keys=witness_keys, final=True)
-        return _receipt_not_final(index=index, payload=bytes(payload), witness_keys=witness_keys)
-    row = Entry.objects.filter(id=entry_id).values_list("index", "payload").get()
-    index, payload = row
+        return _receipt_not_final(index=index, payload=payload, witness_keys=witness_keys)
+    index = Entry.objects.filter(id=entry_id).values_list("index", flat=True).get()
     if index is None:
         return None
+    payload = entry_payload(index=index)
     checkpoint = _final_checkpoints().filter(size__gt=index).order_by("-size").first()
     witness_keys = _witness_keys()
     if checkpoint is None:
-        return _receipt_not_final(index=index, payload=bytes(payload), witness_keys=witness_keys)
+        return _receipt_not_final(index=index, payload=payload, witness_keys=witness_keys)
     # Without registered witnesses there is no cosignature to append.
     cosigned = checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note
-    return _receipt(index=index, payload=bytes(payload), size=checkpoint.size, checkpoint_note=checkpoint.note,
+    return _receipt(index=index, payload=payload, size=checkpoint.size, checkpoint_note=checkpoint.note,
                     cosigned=cosigned, witness_keys=witness_keys, final=True)
+
+
+def _bundled(index: int, bundle: bytes | None) -> bytes:
+    payloads = tiles.split_bundle(bytes(bundle)) if bundle is not None else []
+    if index % tiles.WIDTH >= len(payloads):
+        raise LookupError(f"sealed entry {index} is missing from its bundle: run verify_ledger")
+    return payloads[index % tiles.WIDTH]
 
 
 def _receipt_not_final(*, index: int, payload: bytes, witness_keys: list[str]) -> dict:

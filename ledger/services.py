@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ledger import cosign, integrity, merkle, note
+from ledger import cosign, integrity, merkle, note, tiles
 from ledger.canonical import canonical_json
 from ledger.db import raw_cursor
 from ledger.keys import ledger_key_get_or_create, log_private_key
@@ -26,13 +26,14 @@ from ledger.models import (
     Checkpoint,
     Cosignature,
     Entry,
+    EntryBundle,
+    HashTile,
     Member,
     MemberToken,
-    TreeNode,
     TreeState,
     WitnessRefusal,
 )
-from ledger.selectors import proof_consistency, subtree_hashes
+from ledger.selectors import hash_tiles, proof_consistency
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,9 @@ def entry_append(*, kind: str, payload: dict) -> Entry:
     """Adds a pending entry; sealing is enqueued when the caller's transaction commits.
 
     The stored leaf is the canonical JSON of the payload with "kind" added, so the kind is
-    covered by the leaf hash and a relabelled row is caught by ledger_verify.
+    covered by the leaf hash.
     """
-    entry = Entry.objects.create(kind=kind, payload=_leaf(kind=kind, payload=payload))
+    entry = Entry.objects.create(payload=_leaf(kind=kind, payload=payload))
     transaction.on_commit(_enqueue_seal)
     return entry
 
@@ -150,11 +151,11 @@ def entry_append_with(*, kind: str, payload: dict, created_at, sql: str, params:
     entry as `(SELECT id FROM e)`; returns that statement's first row (its RETURNING).
     Sealing is asked for when the caller's write commits, as entry_append does."""
     qn = connection.ops.quote_name
-    entry_sql = (f"INSERT INTO {qn(Entry._meta.db_table)} ({qn('kind')}, {qn('payload')}, {qn('created_at')})"
-                 f" VALUES (%s, %s, %s) RETURNING {qn('id')}")
+    entry_sql = (f"INSERT INTO {qn(Entry._meta.db_table)} ({qn('payload')}, {qn('created_at')})"
+                 f" VALUES (%s, %s) RETURNING {qn('id')}")
     with connection.cursor() as cursor:
         cursor.execute(f"WITH e AS ({entry_sql}) {sql}",
-                       [kind, _leaf(kind=kind, payload=payload), created_at, *params])
+                       [_leaf(kind=kind, payload=payload), created_at, *params])
         row = cursor.fetchone()
     transaction.on_commit(_enqueue_seal)
     return row
@@ -175,12 +176,13 @@ def _tree_state_locked() -> TreeState:
     return state
 
 
-def _entries_mark_sealed(rows: list[tuple[int, int, bytes]], *, sealed_at) -> None:
-    """Sets (id, index, leaf_hash) rows and sealed_at for a batch.
+def _entries_mark_sealed(rows: list[tuple[int, int]], *, sealed_at) -> None:
+    """Sets (id, index) and sealed_at for a batch, and clears the payloads, which now
+    live in their bundles.
 
     PostgreSQL: one UPDATE ... FROM unnest(arrays), the arrays bound server-side in binary,
     so the statement text and its parse do not grow with the batch. Elsewhere one
-    UPDATE ... FROM VALUES per chunk of 300 rows (bulk_update's CASE per row and field was
+    UPDATE ... FROM VALUES per chunk of 400 rows (bulk_update's CASE per row and field was
     80% of the sealing time). The CASTs keep the join bigint to bigint, on the primary key.
     """
     if not rows:
@@ -188,13 +190,13 @@ def _entries_mark_sealed(rows: list[tuple[int, int, bytes]], *, sealed_at) -> No
     qn = connection.ops.quote_name
     table = qn(Entry._meta.db_table)
     if connection.vendor == "postgresql":
-        ids, indexes, leaves = (list(column) for column in zip(*rows, strict=True))
+        ids, indexes = (list(column) for column in zip(*rows, strict=True))
         with raw_cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} AS e SET {qn('index')} = v.idx, {qn('leaf_hash')} = v.leaf, "
-                f"{qn('sealed_at')} = %s FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[]) "
-                f"AS v (id, idx, leaf) WHERE e.{qn('id')} = v.id",
-                [sealed_at, ids, indexes, leaves],
+                f"UPDATE {table} AS e SET {qn('index')} = v.idx, {qn('payload')} = NULL, "
+                f"{qn('sealed_at')} = %s FROM unnest(%s::bigint[], %s::bigint[]) "
+                f"AS v (id, idx) WHERE e.{qn('id')} = v.id",
+                [sealed_at, ids, indexes],
                 binary=True,
             )
             if cursor.rowcount != len(rows):
@@ -202,32 +204,44 @@ def _entries_mark_sealed(rows: list[tuple[int, int, bytes]], *, sealed_at) -> No
         return
     when = connection.ops.adapt_datetimefield_value(sealed_at)
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), 300):
-            chunk = rows[start : start + 300]
-            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
+        for start in range(0, len(rows), 400):
+            chunk = rows[start : start + 400]
+            values = ", ".join(["(%s, %s)"] * len(chunk))
             cursor.execute(
-                f"WITH v (id, idx, leaf) AS (VALUES {values}) "
+                f"WITH v (id, idx) AS (VALUES {values}) "
                 f"UPDATE {table} SET {qn('index')} = CAST(v.idx AS BIGINT), "
-                f"{qn('leaf_hash')} = v.leaf, {qn('sealed_at')} = %s "
+                f"{qn('payload')} = NULL, {qn('sealed_at')} = %s "
                 f"FROM v WHERE {table}.{qn('id')} = CAST(v.id AS BIGINT)",
                 [value for row in chunk for value in row] + [when],
             )
 
 
-def _nodes_insert(nodes: list[tuple[int, int, bytes]]) -> None:
-    """Stores (level, index, hash) subtrees: a binary COPY on PostgreSQL, else bulk_create."""
+# Each column of the tables _upsert writes, with its PostgreSQL type.
+_COLUMN_TYPES = {"level": "int2", "index": "int8", "data": "bytea", "hashes": "bytea"}
+
+
+def _upsert(model, key_fields: list[str], value_field: str, rows: list[tuple]) -> None:
+    """Writes rows (*key, value), replacing the value of a row that exists: the tiles and
+    bundles a batch fills or extends. PostgreSQL: one INSERT ... ON CONFLICT from arrays
+    bound in binary; elsewhere bulk_create's."""
+    if not rows:
+        return
     if connection.vendor == "postgresql":
         qn = connection.ops.quote_name
-        with raw_cursor() as cursor, cursor.copy(
-            f"COPY {qn(TreeNode._meta.db_table)} ({qn('level')}, {qn('index')}, {qn('hash')}) "
-            "FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int2", "int8", "bytea"])
-            for row in nodes:
-                copy.write_row(row)
+        columns = [*key_fields, value_field]
+        arrays = ", ".join(f"%s::{_COLUMN_TYPES[column]}[]" for column in columns)
+        with raw_cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(map(qn, columns))}) "
+                f"SELECT * FROM unnest({arrays}) ON CONFLICT ({', '.join(map(qn, key_fields))}) "
+                f"DO UPDATE SET {qn(value_field)} = EXCLUDED.{qn(value_field)}",
+                [list(column) for column in zip(*rows, strict=True)],
+                binary=True,
+            )
         return
-    TreeNode.objects.bulk_create(
-        [TreeNode(level=lv, index=i, hash=h) for lv, i, h in nodes], batch_size=500
+    model.objects.bulk_create(
+        [model(**dict(zip([*key_fields, value_field], row, strict=True))) for row in rows],
+        update_conflicts=True, unique_fields=key_fields, update_fields=[value_field],
     )
 
 
@@ -241,17 +255,33 @@ def _seal_batch(limit: int, signer: dict) -> int:
         )
         if not pending:
             return 0
-        frontier = merkle.subtrees(0, state.size)
-        stored = subtree_hashes(pairs=frontier)
-        tree = merkle.CompactRange(state.size, [stored[pair] for pair in frontier])
-        sealed, nodes = [], []
-        leaf_hash, append = merkle.leaf_hash, tree.append
-        for entry_id, payload in pending:
-            leaf = leaf_hash(bytes(payload))
-            sealed.append((entry_id, tree.size, leaf))
-            nodes += append(leaf)
-        _entries_mark_sealed(sealed, sealed_at=timezone.now())
-        _nodes_insert(nodes)
+        size = state.size
+        # The frontier subtrees and the partial tile of every level, in one query.
+        frontier = merkle.subtrees(0, size)
+        stored = hash_tiles(keys=tiles.tiles_of(frontier) | set(tiles.edge(size)))
+        found = tiles.subtrees_from(frontier, stored)
+        if len(found) != len(frontier):
+            raise RuntimeError(f"hash tiles do not hold the frontier of the tree of {size}")
+        tree = merkle.CompactRange(size, [found[pair] for pair in frontier])
+        payloads = [bytes(payload) for _, payload in pending]
+        leaf_hash = merkle.leaf_hash
+        runs = tree.extend([leaf_hash(payload) for payload in payloads])
+        partial = None
+        if size % tiles.WIDTH:
+            partial = (EntryBundle.objects.filter(index=size // tiles.WIDTH)
+                       .values_list("data", flat=True).first())
+        try:
+            bundles = tiles.extend_bundles(size, payloads, None if partial is None else bytes(partial))
+            written = tiles.extend_tiles(size, runs, stored)
+        except ValueError as exc:
+            raise RuntimeError(f"cannot seal: {exc}") from None
+        _upsert(EntryBundle, ["index"], "data", sorted(bundles.items()))
+        _upsert(HashTile, ["level", "index"], "hashes",
+                [(*key, data) for key, data in sorted(written.items())])
+        _entries_mark_sealed(
+            [(entry_id, size + offset) for offset, (entry_id, _) in enumerate(pending)],
+            sealed_at=timezone.now(),
+        )
         state.size, state.root_hash = tree.size, tree.root()
         state.save(update_fields=["size", "root_hash", "updated_at"])
         key = ledger_key_get_or_create()
@@ -300,11 +330,12 @@ def ledger_verify(
     """Recomputes the log from the payload bytes and checks every stored hash against it.
 
     Checks the tree as of the head read first, so sealing may go on meanwhile: sealed
-    rows never change and later ones lie beyond it. Every leaf hash and kind, every stored
-    subtree, the root at every checkpoint size, each checkpoint's signature, and the head
-    itself; a gap ends the check there, named as the first bad entry. Entries are read a
-    page of chunk_size indexes at a time, so memory stays constant; progress(done, total)
-    is called after each page.
+    bytes never change (a partial bundle or tile only grows) and later entries lie beyond
+    it. Every leaf hash, every stored subtree, the root at every checkpoint size, each
+    checkpoint's signature, the head itself, and an Entry row for every sealed index; a
+    gap ends the check there, named as the first bad entry. Entries are read a page of
+    chunk_size indexes at a time, so memory stays constant; progress(done, total) is
+    called after each page.
 
     workers: processes verifying entries in parallel (None: os.cpu_count() for a log of
     integrity.PARALLEL_MIN_ENTRIES or more, else 1). Only on PostgreSQL and outside a

@@ -1,11 +1,13 @@
 """How the sealed log is stored: entry bundles and hash tiles, as in C2SP tlog-tiles.
 
 Pure Python, no Django. A hash tile (level L, index k) holds the hashes of the complete
-subtrees at tree level 8 L numbered 256 k up to 256 k + 255, concatenated; a bundle k holds
-the payloads of entries 256 k up to 256 k + 255, joined by b"\\n" (canonical JSON never
-holds a raw newline byte, so the join is unambiguous). Only the right edge of each level
-has a partial tile or bundle, which grows as entries are sealed: bytes once written never
-change. Any stored subtree (level, index) lies inside one tile, from which at most 127
+subtrees at tree level 8 L numbered 256 k up to 256 k + 255, concatenated: the spec's hash
+tile of height 8, byte for byte. A bundle k holds the payloads of entries 256 k up to
+256 k + 255 joined by b"\\n", where the spec's entry bundle prefixes each with its length:
+canonical JSON never holds a raw newline byte, so the join is unambiguous, and it splits
+in one C call where a length prefix needs a Python loop per entry. Only the right edge of
+each level has a partial tile or bundle, which grows as entries are sealed: bytes once
+written never change. Any stored subtree (level, index) lies inside one tile, from which at most 127
 node hashes recompute it, so a proof reads O(log n / 8) tiles.
 """
 

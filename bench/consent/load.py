@@ -128,7 +128,7 @@ def main() -> None:
                     payload = {"type": "consent.event", "participant": str(pseudonym), "purpose": slug,
                                "permission": purpose.permission_id, "action": action, "state": after,
                                "credential": credential_id, "at": at.isoformat(), "kind": f"consent.{action}"}
-                    entries.append(Entry(kind=f"consent.{action}", payload=canonical_json(payload)))
+                    entries.append(Entry(payload=canonical_json(payload)))
                     events.append((consent, action, after, at))
         with transaction.atomic():
             Consent.objects.bulk_create(consents)

@@ -10,7 +10,8 @@ from consent_portal import demo
 from consent_portal.models import Participant, Withdrawal
 from identity import didkit_backend, jwt
 from identity.models import DidKey
-from ledger.models import Entry
+from ledger.selectors import entry_bytes
+from tests.ledger import read
 
 pytestmark = pytest.mark.browser
 
@@ -82,7 +83,7 @@ def test_browser_held_key_signs_every_decision(page, screenshot):
             event.decision_jwt, challenge=claims["nonce"], domain=claims["aud"]
         )
         assert result["errors"] == [] and "JWS" in result["checks"]
-    kinds = list(Entry.objects.order_by("id").values_list("kind", flat=True))
+    kinds = read.kinds()
     assert "participant.key_added" in kinds and "participant.key_retired" in kinds
 
     # A study's request is answered the same way: the grant is signed in this browser.
@@ -135,10 +136,10 @@ def test_browser_held_key_signs_a_withdrawal(page, browser, live_server, screens
                                   "participant": participant.did}
     assert didkit_backend.verify_presentation(token, challenge=claims["nonce"], domain=claims["aud"])["errors"] == []
     digest = hashlib.sha256(token.encode()).hexdigest()
-    assert json.loads(bytes(withdrawal.ledger_entry.payload))["decision_sha256"] == digest
+    assert json.loads(entry_bytes(entry_id=withdrawal.ledger_entry.id))["decision_sha256"] == digest
     revoke = participant.consents.get().events.get(action="revoke")
     assert (revoke.signed_by, revoke.decision_jwt) == ("participant-key", token)
-    assert json.loads(bytes(revoke.ledger_entry.payload))["decision_sha256"] == digest
+    assert json.loads(entry_bytes(entry_id=revoke.ledger_entry.id))["decision_sha256"] == digest
 
     # A browser without the participant's key cannot withdraw for them, logged in or not.
     other = browser.new_context(base_url=live_server.url)

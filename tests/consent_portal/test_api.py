@@ -11,6 +11,8 @@ from django.test import Client
 from consent_portal import services
 from consent_portal.models import ConsentCheck
 from ledger.models import Entry
+from ledger.selectors import entry_bytes
+from tests.ledger import read
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,11 +83,11 @@ def test_a_check_reads_its_facts_in_a_fixed_number_of_queries(
 
 
 def test_the_check_itself_is_recorded_on_the_ledger(api, sample, approved_study):
-    before = Entry.objects.filter(kind="consent.check").count()
+    before = len(read.of_kind("consent.check"))
     body = check(api, **QUESTION).json()
-    assert Entry.objects.filter(kind="consent.check").count() == before + 1
+    assert len(read.of_kind("consent.check")) == before + 1
     stored = ConsentCheck.objects.get(pk=body["check"])
-    payload = json.loads(bytes(stored.ledger_entry.payload))
+    payload = json.loads(entry_bytes(entry_id=stored.ledger_entry.id))
     assert payload["decision"] == "deny" and payload["reasons"] == ["no_consent"]
 
 
@@ -116,7 +118,7 @@ def test_a_checks_ledger_entry_is_sealed_once_the_check_commits(
     with django_capture_on_commit_callbacks(execute=True):
         body = check(api, **QUESTION).json()
     entry = ConsentCheck.objects.get(pk=body["check"]).ledger_entry
-    assert entry.index is not None and entry.leaf_hash  # the commit asked for the seal
+    assert entry.index is not None and entry.sealed_at  # the commit asked for the seal
 
 
 def test_a_check_and_its_ledger_entry_are_written_in_one_statement_on_postgresql(api, sample, approved_study):
@@ -131,8 +133,8 @@ def test_a_check_and_its_ledger_entry_are_written_in_one_statement_on_postgresql
               if q["sql"] and q["sql"].lstrip().upper().startswith(("INSERT", "WITH", "UPDATE", "SAVEPOINT"))]
     assert len(writes) == 1 and writes[0].startswith("WITH e AS (INSERT INTO")
     stored = ConsentCheck.objects.get(pk=body["check"])
-    assert stored.ledger_entry.kind == "consent.check" and stored.ledger_entry.index is None
-    assert json.loads(bytes(stored.ledger_entry.payload))["check"] == body["check"]
+    assert read.payload(stored.ledger_entry)["kind"] == "consent.check" and stored.ledger_entry.index is None
+    assert json.loads(entry_bytes(entry_id=stored.ledger_entry.id))["check"] == body["check"]
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from consent_portal.models import (
 from identity import selectors as identity_selectors
 from ledger import services as ledger_services
 from ledger.models import Entry
+from ledger.selectors import entry_bytes
+from tests.ledger import read
 
 
 def api_client(token):
@@ -161,7 +163,7 @@ def test_withdrawal_revokes_and_instructs_custodians(donor, level, action, api):
     consent = donor.consents.get()
     assert consent.state == "revoked"
     assert identity_selectors.credential_status(credential_id=consent.credential_id)["revoked"] is True
-    assert json.loads(bytes(withdrawal.ledger_entry.payload))["level"] == level
+    assert json.loads(entry_bytes(entry_id=withdrawal.ledger_entry.id))["level"] == level
     feed = api.get("/api/v1/withdrawals?since=0").json()
     assert [(i["sample"], i["action"]) for i in feed["instructions"]] == [("S-1", action), ("S-2", action)]
     withdrawal.ledger_entry.refresh_from_db()
@@ -179,8 +181,8 @@ def test_custodians_confirm_destruction_and_the_participant_sees_it(donor, api, 
         response = api.post(f"/api/v1/withdrawals/{first['id']}/confirm")
     assert response.status_code == 200 and response.json()["confirmed_at"]
     assert api.post(f"/api/v1/withdrawals/{first['id']}/confirm").status_code == 409
-    entry = Entry.objects.get(kind="withdrawal.confirmed")
-    assert json.loads(bytes(entry.payload))["action"] == "destroy"
+    (entry,) = read.of_kind("withdrawal.confirmed")
+    assert json.loads(entry_bytes(entry_id=entry.id))["action"] == "destroy"
     client = Client()
     client.force_login(donor.user)
     page = client.get("/portal/withdraw/").content.decode()
@@ -225,7 +227,7 @@ def test_bulk_check_answers_each_sample_and_records_a_digest(make_participant, p
     digest = hashlib.sha256(services.canonical_json(body["results"])).hexdigest()
     assert body["results_sha256"] == digest
     bulk = BulkCheck.objects.get(pk=body["check"])
-    assert json.loads(bytes(bulk.ledger_entry.payload))["results_sha256"] == digest
+    assert json.loads(entry_bytes(entry_id=bulk.ledger_entry.id))["results_sha256"] == digest
 
 
 def test_bulk_check_queries_do_not_grow_with_the_number_of_samples(make_participant, purposes, custodian, api,
@@ -309,7 +311,7 @@ def test_erasure_removes_the_person_and_leaves_the_ledger_verifiable(donor, djan
     assert not get_user_model().objects.filter(username="alice").exists()
     assert donor.consents.get().state == "revoked"
     assert set(WithdrawalInstruction.objects.values_list("action", flat=True)) == {"destroy"}
-    payloads = [bytes(p).decode() for p in Entry.objects.values_list("payload", flat=True)]
+    payloads = [entry_bytes(entry_id=pk).decode() for pk in Entry.objects.values_list("id", flat=True)]
     assert any(pseudonym in p for p in payloads)  # the ledger keeps the pseudonym...
     assert not any("alice" in p for p in payloads)  # ...which no longer leads to anyone
     assert not Participant.objects.filter(pseudonym=pseudonym, user__isnull=False).exists()

@@ -5,6 +5,7 @@ from consent_portal.models import Consent, ConsentEvent, Participant
 from identity import selectors as identity_selectors
 from identity.models import IssuedCredential
 from ledger.models import Entry
+from ledger.selectors import entry_bytes
 
 
 def test_sign_up_gives_a_did_and_an_enrolment_credential_naming_it(participant):
@@ -23,7 +24,7 @@ def test_grant_issues_a_consent_credential_and_a_pending_ledger_entry(participan
     assert document["credentialSubject"]["purpose"] == "DUO:0000006"
     event = consent.events.get()
     assert (event.action, event.state_after) == ("grant", "granted")
-    payload = bytes(event.ledger_entry.payload).decode()
+    payload = entry_bytes(entry_id=event.ledger_entry.id).decode()
     assert str(participant.pseudonym) in payload
     assert "alice" not in payload  # the username never reaches the ledger
 

@@ -24,6 +24,8 @@ from consent_portal.models import (
 from identity import didkit_backend, jwt
 from identity.models import Challenge, DidKey
 from ledger.models import Entry
+from ledger.selectors import entry_bytes
+from tests.ledger import read
 
 DOMAIN = "portal.test"
 PASSWORD = "a long test password 1"
@@ -83,7 +85,8 @@ def test_registering_a_browser_key_ends_custody_and_is_on_the_ledger(participant
     portal_key = DidKey.objects.get(did=custodial_did)
     assert portal_key.retired_at is not None and portal_key.encrypted_jwk == ""
     assert DidKey.objects.get(did=key.did).encrypted_jwk == ""
-    entries = {e.kind: json.loads(bytes(e.payload)) for e in Entry.objects.filter(kind__startswith="participant.key")}
+    payloads = [json.loads(entry_bytes(entry_id=pk)) for pk in Entry.objects.values_list("id", flat=True)]
+    entries = {p["kind"]: p for p in payloads if p["kind"].startswith("participant.key")}
     assert entries["participant.key_added"]["did"] == key.did
     assert entries["participant.key_added"]["custody"] == "participant"
     assert entries["participant.key_retired"] == {
@@ -124,7 +127,7 @@ def test_custodial_decisions_are_signed_by_the_portal_and_say_so(participant, pu
     assert claims["iss"] == participant.did and claims["decision"]["action"] == "grant"
     result = didkit_backend.verify_presentation(event.decision_jwt, challenge=claims["nonce"], domain=claims["aud"])
     assert result["errors"] == []
-    payload = json.loads(bytes(event.ledger_entry.payload))
+    payload = json.loads(entry_bytes(entry_id=event.ledger_entry.id))
     assert payload["signed_by"] == "portal-custodial-key"
     assert payload["decision_sha256"] == hashlib.sha256(event.decision_jwt.encode()).hexdigest()
 
@@ -142,7 +145,7 @@ def test_a_self_held_key_signs_grant_suspend_resume_revoke(holder, purposes):
     for event in events:
         assert event.signed_by == "participant-key"
         assert jwt.claims(event.decision_jwt)["decision"]["action"] == event.action
-        payload = json.loads(bytes(event.ledger_entry.payload))
+        payload = json.loads(entry_bytes(entry_id=event.ledger_entry.id))
         assert payload["decision_sha256"] == hashlib.sha256(event.decision_jwt.encode()).hexdigest()
         assert payload["signed_by"] == "participant-key"
 
@@ -246,7 +249,7 @@ def test_a_retired_device_key_can_no_longer_sign_and_a_new_device_can(holder, pu
     _refused(participant, purpose, token, "signer")
     _, token = signed(participant, new, action="grant", purpose=purpose)
     services.consent_grant(participant=participant, purpose=purpose, signed_decision=token)
-    kinds = list(Entry.objects.filter(kind__startswith="participant.key").values_list("kind", flat=True))
+    kinds = read.kinds()
     assert kinds.count("participant.key_added") == 2 and kinds.count("participant.key_retired") == 2
 
 
@@ -281,7 +284,7 @@ def withdrawal_signed(participant, key, level, **present):
 
 
 def _payload(entry):
-    return json.loads(bytes(entry.payload))
+    return json.loads(entry_bytes(entry_id=entry.id))
 
 
 @pytest.mark.parametrize("level, revoked", [("no_contact", False), ("no_access", True), ("no_use", True)])

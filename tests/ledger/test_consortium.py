@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from ledger import cosign, note, services
 from ledger.models import Checkpoint, Cosignature, Entry, MemberToken, SeenCheckpoint, WitnessRefusal
+from tests.ledger import tamper
 from tests.ledger.test_witnesses import append, rewrite_log
 
 pytestmark = pytest.mark.django_db
@@ -181,7 +182,7 @@ def test_entries_endpoint_returns_leaf_bytes_in_order(checkpoint, settings):
     body = APIClient().get(f"{API}entries?start=1&limit=5").json()
     assert body["start"] == 1
     assert [base64.b64decode(x) for x in body["leaves"]] == [
-        bytes(p) for p in Entry.objects.filter(index__gte=1).order_by("index").values_list("payload", flat=True)
+        *tamper.payloads(0)[1:6]
     ]
 
 
@@ -247,7 +248,7 @@ def test_remote_audit_refuses_leaves_that_do_not_match_the_signed_root(remote):
     url, token = remote
     append(4)
     services.ledger_seal_pending()
-    Entry.objects.filter(index=2).update(payload=b'{"kind":"consent.granted"}')
+    tamper.payload_set(2, b'{"kind":"consent.granted"}')
     with pytest.raises(CommandError, match="do not hash to the signed root"):
         audit(url, token)
     assert not SeenCheckpoint.objects.exists()
@@ -260,7 +261,7 @@ def test_remote_audit_names_the_first_leaf_served_differently_from_the_signed_tr
     append(1200)
     services.ledger_seal_pending()
     for bad in (index, min(index + 50, 1199)):  # a later bad leaf must not hide the first
-        Entry.objects.filter(index=bad).update(payload=b'{"kind":"consent.granted","x":1}')
+        tamper.payload_set(bad, b'{"kind":"consent.granted","x":1}')
     with pytest.raises(CommandError, match=rf"entry {index}: the leaf served is not the one in the signed tree"):
         audit(url, token)
 

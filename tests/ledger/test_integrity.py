@@ -1,9 +1,8 @@
-"""ledger.integrity: the bulk kind check is never fooled, the bulk reads prove only what
-is there, and verification by worker processes reports what one process reports."""
+"""ledger.integrity: verification by worker processes reports what one process reports,
+for entries, leaf hashes and stored subtrees, inside spans and where spans join."""
 
 import io
 import os
-import random
 import time
 
 import pytest
@@ -12,91 +11,11 @@ from django.db import connection, transaction
 
 from ledger import integrity, merkle, services
 from ledger.canonical import canonical_json
-from ledger.models import Checkpoint, Entry, TreeNode, TreeState
-
-# -- the kind check over a whole page --
-
-KINDS = ["consent.granted", "consent.check", "participant.enrolled", "withdrawal.confirmed"]
-
+from ledger.models import Checkpoint, Entry, TreeState
+from tests.ledger import tamper
 
 def canonical(kind: str, **payload) -> bytes:
     return canonical_json({**payload, "kind": kind})
-
-
-def portal_like(i: int) -> tuple[bytes, str]:
-    """Payloads shaped like the portal's: strings, integers, null, arrays, an object."""
-    kind = KINDS[i % len(KINDS)]
-    return canonical(
-        kind, type=kind, participant=f"pid-{i:08d}", custodian=i % 7, sample=None,
-        reasons=["ok", "irb"][: i % 3], at="2024-05-01T12:00:00.123456+00:00",
-        credential=f"urn:uuid:3f2e1c9a-1111-2222-3333-{i:012d}", flags={"a": True, "b": [1, -2]},
-        note="café ünïcode ✓" if i % 5 == 0 else "plain",
-    ), kind
-
-
-def test_canonical_payloads_are_proved_in_bulk():
-    rows = [portal_like(i) for i in range(200)]
-    payloads, kinds = [p for p, _ in rows], [k for _, k in rows]
-    assert all(integrity.kind_ok(p, k) for p, k in rows)
-    assert integrity.kinds_match(payloads, kinds)
-
-
-@pytest.mark.parametrize(
-    ("payloads", "kinds"),
-    [
-        # A nested or duplicated "kind", a kind inside a string: json.loads decides.
-        ([b'{"a":{"kind":"x"},"kind":"x"}'], ["x"]),
-        ([b'{"a":{"kind":"x"}}'], ["x"]),
-        ([b'{"kind":"y","kind":"x"}'], ["x"]),
-        ([b'{"a":"\\"kind\\":\\"x\\"","kind":"y"}'], ["x"]),
-        ([b'{"kind":"x"}junk'], ["x"]),
-        ([b'{"kind": "x"}'], ["y"]),
-        ([b'{"kind":"x","n":NaN}'], ["y"]),
-        ([b'{"kind":"x","n":1' + b"0" * 5000 + b"}"], ["x"]),
-        ([b'{"kind":"x","s":"\x01"}'], ["x"]),
-        ([b'{"kind":"x","s":"\xff"}'], ["x"]),
-        ([b'{"kind":"x","s":"a\nb"}'], ["x"]),
-        ([b'{"kind":"x"}'], ['x"']),
-        ([b""], [""]),
-        # Rows that only line up wrongly: the first payload is cut, a kind carries the
-        # rest of it, the second payload is the tail. Each row alone is not JSON.
-        ([b'{"kind":"Q","a":"x', b'{":1}'], [",", "Q"]),
-        ([b'{"kind":"Q","a":"x', b'{":1}'], ["}", "Q"]),
-    ],
-)
-def test_the_bulk_check_never_proves_what_json_loads_would_refuse(payloads, kinds):
-    expected = all(integrity.kind_ok(p, k) for p, k in zip(payloads, kinds, strict=True))
-    if integrity.kinds_match(payloads, kinds):
-        assert expected
-
-
-def test_the_bulk_check_against_mutated_payloads():
-    """Random edits of real payloads, and kinds that may not fit: the bulk check is
-    accepted only where json.loads agrees with every row."""
-    rng = random.Random(9162)
-    pieces = [b"{", b"}", b"[", b"]", b'"', b":", b",", b"\\", b" ", b"\n", b"\x00", b"kind",
-              b'"kind":"consent.check"', b'"kind":', b"0", b"-1", b"1e5", b"true", b"null",
-              b"\xc3\xa9", b"\xff", b'{"kind":"x"}', b'"a":{"kind":"y"}']
-    odd_kinds = ["", "x", "y", "Q", ",", "}", '"', "consent.granted,", "Consent.check"]
-    accepted = 0
-    for _ in range(4000):
-        rows = [portal_like(rng.randrange(1000)) for _ in range(rng.randrange(1, 4))]
-        payloads, kinds = [], []
-        for payload, kind in rows:
-            if rng.random() < 0.6:
-                for _ in range(rng.randrange(1, 3)):
-                    at = rng.randrange(len(payload) + 1)
-                    cut = rng.choice([0, 0, 1, 2])
-                    payload = payload[:at] + rng.choice(pieces) + payload[at + cut:]
-            if rng.random() < 0.2:
-                kind = rng.choice(odd_kinds + KINDS)
-            payloads.append(payload)
-            kinds.append(kind)
-        if integrity.kinds_match(payloads, kinds):
-            accepted += 1
-            assert all(integrity.kind_ok(p, k) for p, k in zip(payloads, kinds, strict=True)), (
-                payloads, kinds)
-    assert accepted > 500  # the check did accept some pages, and was right each time
 
 
 # -- verification by worker processes (PostgreSQL: they read committed rows) --
@@ -112,12 +31,25 @@ def committed_log(transactional_db, monkeypatch):
     monkeypatch.setattr(integrity, "MAX_SPAN", 4)
     # Rows made directly: here on_commit would seal each one at once.
     Entry.objects.bulk_create(
-        Entry(kind="consent.granted", payload=canonical("consent.granted", participant=f"p-{i}"))
-        for i in range(30)
+        Entry(payload=canonical("consent.granted", participant=f"p-{i}")) for i in range(30)
     )
     assert services.ledger_seal_pending(max_batch=10) == 30
     assert list(Checkpoint.objects.order_by("size").values_list("size", flat=True)) == [10, 20, 30]
     return 30
+
+
+@pytest.fixture(params=[64, 512], ids=["joined-by-parent", "inside-spans"])
+def tiled_log(request, transactional_db, monkeypatch):
+    """1,000 sealed entries: 3 full leaf tiles and a partial one, and a level-1 tile of 3
+    subtrees of 256 leaves. With spans of 64 the parent joins those subtrees; with spans
+    of 512 the workers find two of them inside their spans."""
+    if connection.vendor != "postgresql":
+        pytest.skip("worker processes read committed rows of a PostgreSQL database")
+    monkeypatch.setattr(integrity, "MIN_SPAN", request.param)
+    monkeypatch.setattr(integrity, "MAX_SPAN", request.param)
+    Entry.objects.bulk_create(Entry(payload=canonical("consent.check", seq=i)) for i in range(1000))
+    assert services.ledger_seal_pending(max_batch=300) == 1000
+    return 1000
 
 
 def both_ways(**kwargs):
@@ -134,12 +66,12 @@ def both_ways(**kwargs):
 def test_workers_verify_an_intact_log(committed_log):
     report = both_ways()
     assert report.ok and report.entries == 30 and report.checkpoints == 3
-    assert report.nodes == TreeNode.objects.count() == 2 * 30 - bin(30).count("1")
+    assert report.nodes == 30  # the leaf hashes: no subtree of 256 yet
     assert integrity.spans(30, 2) == [(s, s + 4) for s in range(0, 28, 4)] + [(28, 30)]
 
 
 def alter_payload(index: int) -> None:
-    Entry.objects.filter(index=index).update(payload=canonical("consent.granted", x=index))
+    tamper.payload_set(index, canonical("consent.granted", x=index))
 
 
 @pytest.mark.parametrize(
@@ -148,23 +80,20 @@ def alter_payload(index: int) -> None:
         (lambda: (alter_payload(23), alter_payload(6)), 6,
          {"entry 6: leaf hash mismatch", "entry 23: leaf hash mismatch",
           "checkpoint 10: root hash does not match the entries"}),
-        (lambda: Entry.objects.filter(index=22).update(kind="consent.revoked"), 22,
-         {"entry 22: kind 'consent.revoked' does not match the payload"}),
-        # A node inside a span, and nodes that join spans (checked by the parent).
-        (lambda: TreeNode.objects.filter(level=1, index=5).update(hash=b"\x01" * 32), None,
-         {"tree node (level 1, index 5): hash mismatch"}),
-        (lambda: TreeNode.objects.filter(level=3, index=1).update(hash=b"\x01" * 32), None,
-         {"tree node (level 3, index 1): hash mismatch"}),
-        (lambda: TreeNode.objects.filter(level=4, index=0).delete(), None,
-         {"tree node (level 4, index 0): missing"}),
+        # A stored leaf hash, and stored leaf hashes cut off.
+        (lambda: tamper.hash_set(0, 22, b"\x01" * 32), 22, {"entry 22: leaf hash mismatch"}),
+        (lambda: tamper.hashes_cut(0, 26), 26,
+         {f"entry {i}: leaf hash missing" for i in range(26, 30)}),
         (lambda: Checkpoint.objects.filter(size=20).update(root_hash=b"\x00" * 32), None,
          {"checkpoint 20: root hash does not match the entries"}),
         (lambda: TreeState.objects.update(root_hash=b"\x02" * 32), None,
          {"tree state: root does not match the 30 entries"}),
         # Nothing past a gap is reported, though a worker verified it.
-        (lambda: (Entry.objects.filter(index=13).delete(), alter_payload(25)), 13,
-         {"entry 13: missing"}),
-        (lambda: Entry.objects.filter(index__gte=28).delete(), 28, {"entry 28: missing"}),
+        (lambda: (alter_payload(25), tamper.entries_cut(13)), 13, {"entry 13: missing"}),
+        (lambda: tamper.entries_cut(28), 28, {"entry 28: missing"}),
+        # An entry row, the identity records point at, is gone; its leaf is still there.
+        (lambda: Entry.objects.filter(index=7).delete(), None,
+         {"entries: 29 rows hold the indexes below 30, not 30"}),
     ],
 )
 def test_workers_report_what_one_process_reports(committed_log, alter, first_bad, expected):
@@ -172,7 +101,7 @@ def test_workers_report_what_one_process_reports(committed_log, alter, first_bad
     report = both_ways()
     assert report.first_bad_index == first_bad
     assert expected <= set(report.problems)
-    if first_bad is not None and "missing" in report.headline:
+    if first_bad is not None and report.headline.endswith(": missing"):
         assert report.problems[-1] == report.headline and report.entries == first_bad
 
 
@@ -212,7 +141,7 @@ def test_sealing_during_parallel_verification_is_not_a_problem(committed_log):
         if not sealed and done >= 8:  # mid-stream, as a live sequencer would
             sealed.append(done)
             Entry.objects.bulk_create(
-                Entry(kind="consent.check", payload=canonical("consent.check", seq=i)) for i in range(5)
+                Entry(payload=canonical("consent.check", seq=i)) for i in range(5)
             )
             services.ledger_seal_pending()
 
@@ -221,41 +150,44 @@ def test_sealing_during_parallel_verification_is_not_a_problem(committed_log):
     assert report.entries == 30 and Entry.objects.filter(index__isnull=False).count() == 35
 
 
-def test_rows_out_of_physical_order_are_read_in_index_order(committed_log, monkeypatch):
-    # Rewriting a row moves it: the physical-order reads no longer prove the pages, the
-    # index-order reads do, and nothing is reported.
-    Entry.objects.filter(index__in=[1, 17]).update(kind="consent.granted")
-    TreeNode.objects.filter(level=0, index=5).update(hash=merkle.leaf_hash(
-        canonical("consent.granted", participant="p-5")))
+@pytest.mark.parametrize(
+    ("alter", "first_bad", "expected"),
+    [
+        (lambda: tamper.hash_set(8, 1, b"\x01" * 32), None,
+         {"tree node (level 8, index 1): hash mismatch"}),
+        (lambda: tamper.hashes_cut(8, 1), None,
+         {"tree node (level 8, index 1): missing", "tree node (level 8, index 2): missing"}),
+        (lambda: tamper.hash_set(0, 300, b"\x01" * 32), 300, {"entry 300: leaf hash mismatch"}),
+        # A payload rewritten with its leaf hash: the subtree of 256 above it differs.
+        (lambda: (tamper.payload_set(600, b'{"kind":"consent.check","seq":-1}'),
+                  tamper.hash_set(0, 600, merkle.leaf_hash(b'{"kind":"consent.check","seq":-1}'))),
+         None, {"tree node (level 8, index 2): hash mismatch",
+                "checkpoint 900: root hash does not match the entries"}),
+        # A bundle that lost its entries past 700, then a whole bundle.
+        (lambda: tamper.entries_cut(700), 700, {"entry 700: missing"}),
+        (lambda: tamper.entries_cut(512), 512, {"entry 512: missing"}),
+    ],
+)
+def test_workers_check_the_tiles_of_a_larger_log(tiled_log, alter, first_bad, expected):
+    assert both_ways().ok
+    alter()
     report = both_ways()
-    assert report.ok, report.problems
-    reads, proved = [], []
-    entries_sql, physically = integrity._entries_sql, integrity._nodes_proved_physically
-    monkeypatch.setattr(integrity, "_entries_sql", lambda physical: reads.append(physical) or
-                        entries_sql(physical))
-    monkeypatch.setattr(integrity, "_nodes_proved_physically", lambda *args: proved.append(
-        physically(*args)) or proved[-1])
-    monkeypatch.setattr(integrity, "_page_rows", None)  # never needed here
-    assert services.ledger_verify(workers=1, chunk_size=4).ok
-    # Pages [0, 4) and [16, 20) were read twice, the rest once; [4, 8) lost its node proof.
-    assert reads == [True, False] + [True] * 3 + [True, False] + [True] * 3
-    assert proved == [True, False] + [True] * 6
+    assert report.first_bad_index == first_bad
+    assert expected <= set(report.problems), report.problems
 
 
-def test_leaf_hashes_of_other_lengths_cannot_pass_as_a_page(committed_log):
-    # Two stored leaf hashes cut at another place join to the same bytes.
-    first, second = (
-        merkle.leaf_hash(canonical("consent.granted", participant=f"p-{i}")) for i in (8, 9)
-    )
-    Entry.objects.filter(index=8).update(leaf_hash=first[:31])
-    Entry.objects.filter(index=9).update(leaf_hash=first[31:] + second)
-    TreeNode.objects.filter(level=0, index=8).update(hash=first[:31])
-    TreeNode.objects.filter(level=0, index=9).update(hash=first[31:] + second)
+def test_a_bundle_with_an_extra_entry_is_reported(tiled_log):
+    held = tamper.payloads(1)
+    tamper._bundle_write(1, held[:10] + [b'{"kind":"consent.check","seq":"x"}'] + held[10:])
     report = both_ways()
-    assert report.first_bad_index == 8
-    assert {"entry 8: leaf hash mismatch", "entry 9: leaf hash mismatch",
-            "tree node (level 0, index 8): hash mismatch",
-            "tree node (level 0, index 9): hash mismatch"} <= set(report.problems)
+    assert "entry bundle 1: holds 257 entries, more than 256" in report.problems
+    assert report.first_bad_index == 266
+
+
+def test_an_intact_larger_log_checks_every_stored_hash(tiled_log):
+    report = both_ways()
+    assert report.ok and report.entries == 1000 and report.checkpoints == 4
+    assert report.nodes == 1000 + 3  # the leaf hashes and 3 subtrees of 256
 
 
 def test_the_default_is_one_worker_per_cpu_for_a_large_log(committed_log, monkeypatch):
@@ -275,7 +207,7 @@ def test_inside_a_transaction_verification_stays_in_this_process(committed_log):
 def test_verify_ledger_takes_a_worker_count(committed_log):
     out = io.StringIO()
     call_command("verify_ledger", "--workers", "2", stdout=out, stderr=io.StringIO())
-    assert "ledger intact: 30 entries, 56 tree nodes, 3 checkpoints verified by 2 worker processes" in (
+    assert "ledger intact: 30 entries, 30 stored hashes, 3 checkpoints verified by 2 worker processes" in (
         out.getvalue())
 
 

@@ -14,7 +14,8 @@ from jwcrypto import jwe, jwk
 
 from ledger import merkle, note, selectors, services, tasks
 from ledger.canonical import canonical_json
-from ledger.models import Checkpoint, Entry, LogKey, TreeNode, TreeState
+from ledger.models import Checkpoint, Entry, HashTile, LogKey, TreeState
+from tests.ledger import tamper
 from tests.ledger.reference import mth
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +47,7 @@ def test_append_stores_canonical_json_with_kind_and_stays_pending():
             '{"kind":"consent.granted","n":[1,true,null],"participant":"pid-ø","purpose":"DUO:0000042"}'
         ).encode()
     )
-    assert entry.index is None and entry.leaf_hash is None and entry.sealed_at is None
+    assert entry.index is None and entry.sealed_at is None
 
 
 @pytest.mark.parametrize(
@@ -190,10 +191,14 @@ def test_sealing_assigns_indexes_in_id_order_and_signs_a_checkpoint():
     sealed = list(Entry.objects.order_by("id"))
     assert [e.index for e in sealed] == [0, 1, 2, 3, 4]
     assert [e.id for e in sealed] == [e.id for e in entries]
+    # The payloads moved, unchanged, into their bundle; the leaf hashes are its tile.
+    payloads = [bytes(e.payload) for e in entries]
+    assert tamper.payloads(0) == payloads
+    assert bytes(HashTile.objects.get(level=0, index=0).hashes) == b"".join(
+        hashlib.sha256(b"\x00" + p).digest() for p in payloads)
     for e in sealed:
-        assert bytes(e.leaf_hash) == hashlib.sha256(b"\x00" + bytes(e.payload)).digest()
-        assert before <= e.sealed_at <= after
-    root = mth([bytes(e.payload) for e in sealed])
+        assert e.payload is None and before <= e.sealed_at <= after
+    root = mth(payloads)
     state = TreeState.objects.get()
     assert (state.size, bytes(state.root_hash)) == (5, root)
     checkpoint = Checkpoint.objects.get()
@@ -209,26 +214,53 @@ def test_sealing_is_idempotent_and_extends_the_tree():
     assert Checkpoint.objects.count() == 1
     append(4, start=3)
     assert services.ledger_seal_pending() == 4
-    payloads = [bytes(p) for p in Entry.objects.order_by("index").values_list("payload", flat=True)]
+    payloads = tamper.payloads(0)
     assert [c.size for c in Checkpoint.objects.order_by("size")] == [3, 7]
     assert bytes(TreeState.objects.get().root_hash) == mth(payloads)
     assert Entry.objects.filter(index__isnull=True).count() == 0
 
 
-def test_batches_each_get_a_checkpoint_and_nodes_are_the_complete_subtrees():
-    append(7)
-    assert services.ledger_seal_pending(max_batch=3) == 7
-    payloads = [bytes(p) for p in Entry.objects.order_by("index").values_list("payload", flat=True)]
+def test_batches_each_get_a_checkpoint_and_fill_bundles_and_tiles():
+    payloads = [bytes(e.payload) for e in append(700)]
+    assert services.ledger_seal_pending(max_batch=300) == 700
     checkpoints = list(Checkpoint.objects.order_by("size"))
-    assert [c.size for c in checkpoints] == [3, 6, 7]
+    assert [c.size for c in checkpoints] == [300, 600, 700]
     for c in checkpoints:
         assert bytes(c.root_hash) == mth(payloads[: c.size])
-    nodes = {(n.level, n.index): bytes(n.hash) for n in TreeNode.objects.all()}
-    expected = {}
-    for level in range(3):
-        for i in range(7 >> level):
-            expected[(level, i)] = mth(payloads[i << level : (i + 1) << level])
-    assert nodes == expected
+    # Bundles of 256 payloads, the last partial; extended across batches, never rewritten
+    # differently.
+    assert [tamper.payloads(n) for n in range(3)] == [payloads[:256], payloads[256:512], payloads[512:]]
+    tiles = {(t.level, t.index): bytes(t.hashes) for t in HashTile.objects.all()}
+    leaves = [merkle.leaf_hash(p) for p in payloads]
+    assert tiles == {
+        (0, 0): b"".join(leaves[:256]),
+        (0, 1): b"".join(leaves[256:512]),
+        (0, 2): b"".join(leaves[512:]),
+        # Level 8: the two complete subtrees of 256 leaves.
+        (1, 0): mth(payloads[:256]) + mth(payloads[256:512]),
+    }
+
+
+def test_proofs_read_subtrees_out_of_the_tiles():
+    payloads = [bytes(e.payload) for e in append(700)]
+    services.ledger_seal_pending(max_batch=250)
+    for level, index in [(0, 5), (3, 2), (7, 1), (8, 0), (8, 1), (9, 0), (4, 40), (2, 174)]:
+        expected = mth(payloads[index << level : (index + 1) << level])
+        assert selectors.subtree_hashes(pairs=[(level, index)]) == {(level, index): expected}
+    # Not complete in a log of 700: absent, not made up.
+    assert selectors.subtree_hashes(pairs=[(8, 2), (2, 175), (9, 1)]) == {}
+
+
+def test_a_payload_that_would_break_its_bundle_is_not_sealed():
+    # Only entry_append writes entries, and canonical JSON never holds a raw newline; a row
+    # written some other way stops the sequencer, with nothing half-sealed.
+    append(3)
+    services.ledger_seal_pending()
+    Entry.objects.create(payload=b'{"kind":"consent.granted",\n"seq":3}')
+    with pytest.raises(RuntimeError, match="cannot seal: a ledger payload holds a raw newline"):
+        services.ledger_seal_pending()
+    assert Entry.objects.filter(index__isnull=True).count() == 1
+    assert TreeState.objects.get().size == 3 and len(tamper.payloads(0)) == 3
 
 
 def test_sealing_creates_a_missing_tree_state():
@@ -257,7 +289,7 @@ def test_concurrent_sequencers_never_seal_twice():
 
     # Rows made directly: in this mode on_commit would seal each one at once.
     Entry.objects.bulk_create(
-        Entry(kind="consent.granted", payload=canonical_json({"kind": "consent.granted", "seq": i}))
+        Entry(payload=canonical_json({"kind": "consent.granted", "seq": i}))
         for i in range(60)
     )
 

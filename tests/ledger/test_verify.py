@@ -1,4 +1,5 @@
-"""ledger_verify and the verify_ledger command catch rows altered in the database."""
+"""ledger_verify and the verify_ledger command catch bundles, tiles and rows altered in the
+database."""
 
 import base64
 import io
@@ -6,9 +7,10 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from ledger import integrity, merkle, services
+from ledger import merkle, services
 from ledger.canonical import canonical_json
-from ledger.models import Checkpoint, Entry, TreeNode, TreeState
+from ledger.models import Checkpoint, Entry, TreeState
+from tests.ledger import tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -33,10 +35,10 @@ def test_intact_log_verifies(sealed_log):
     report = services.ledger_verify()
     assert report.ok and report.problems == []
     assert (report.entries, report.checkpoints, report.pending) == (30, 3, 0)
-    assert report.nodes == TreeNode.objects.count() == 2 * 30 - bin(30).count("1")
+    assert report.nodes == 30  # the leaf hashes; no subtree of 256 leaves yet
     assert report.first_bad_index is None
     progress = io.StringIO()
-    assert "ledger intact: 30 entries, 56 tree nodes, 3 checkpoints" in run_command(progress)
+    assert "ledger intact: 30 entries, 30 stored hashes, 3 checkpoints" in run_command(progress)
     assert progress.getvalue() == "verified 30/30 entries\n"
 
 
@@ -46,9 +48,7 @@ def test_empty_log_verifies():
 
 
 def test_altered_payload_is_named_by_index(sealed_log):
-    Entry.objects.filter(index=17).update(
-        payload=b'{"kind":"consent.granted","participant":"someone-else"}'
-    )
+    tamper.payload_set(17, b'{"kind":"consent.granted","participant":"someone-else"}')
     report = services.ledger_verify()
     assert report.first_bad_index == 17
     assert report.problems[0] == "entry 17: leaf hash mismatch"
@@ -59,30 +59,32 @@ def test_altered_payload_is_named_by_index(sealed_log):
 
 def test_payload_rewritten_with_its_leaf_hash_still_breaks_the_signed_roots(sealed_log):
     forged = canonical_json({"kind": "consent.granted", "participant": "forged"})
-    Entry.objects.filter(index=4).update(payload=forged, leaf_hash=merkle.leaf_hash(forged))
+    tamper.payload_set(4, forged)
+    tamper.hash_set(0, 4, merkle.leaf_hash(forged))
     report = services.ledger_verify()
     assert not report.ok
-    assert "tree node (level 0, index 4): hash mismatch" in report.problems
+    assert not any(p.startswith("entry") for p in report.problems)
     assert "checkpoint 10: root hash does not match the entries" in report.problems
 
 
 def test_command_names_the_lowest_bad_entry_before_other_problems(sealed_log):
     Checkpoint.objects.filter(size=10).update(root_hash=b"\x00" * 32)
-    Entry.objects.filter(index=23).update(payload=b'{"kind":"consent.granted"}')
+    tamper.payload_set(23, b'{"kind":"consent.granted"}')
     with pytest.raises(CommandError, match="NOT intact: entry 23: leaf hash mismatch"):
         run_command()
 
 
-def test_relabelled_kind_is_caught(sealed_log):
-    Entry.objects.filter(index=8).update(kind="consent.revoked")
-    report = services.ledger_verify()
-    assert report.first_bad_index == 8 and "entry 8: kind" in report.problems[0]
-
-
-def test_deleted_entry_is_caught(sealed_log):
-    Entry.objects.filter(index=12).delete()
+def test_entries_cut_from_a_bundle_are_a_gap(sealed_log):
+    tamper.entries_cut(12)
     report = services.ledger_verify()
     assert report.first_bad_index == 12 and report.problems == ["entry 12: missing"]
+    assert report.entries == 12
+
+
+def test_a_deleted_entry_row_is_caught(sealed_log):
+    # Its leaf is intact, but the record that points at it has lost its ledger entry.
+    Entry.objects.filter(index=12).delete()
+    assert services.ledger_verify().problems == ["entries: 29 rows hold the indexes below 30, not 30"]
 
 
 def test_altered_checkpoint_root_is_caught(sealed_log):
@@ -116,18 +118,18 @@ def test_checkpoint_note_not_matching_its_row_is_caught(sealed_log):
     ]
 
 
-def test_altered_tree_node_and_head_are_caught(sealed_log):
-    TreeNode.objects.filter(level=2, index=3).update(hash=b"\x01" * 32)
+def test_altered_leaf_hash_and_head_are_caught(sealed_log):
+    tamper.hash_set(0, 11, b"\x01" * 32)
     TreeState.objects.update(root_hash=b"\x02" * 32)
     assert services.ledger_verify().problems == [
-        "tree node (level 2, index 3): hash mismatch",
+        "entry 11: leaf hash mismatch",
         "tree state: root does not match the 30 entries",
     ]
 
 
-def test_missing_tree_node_is_caught(sealed_log):
-    TreeNode.objects.filter(level=0, index=29).delete()
-    assert services.ledger_verify().problems == ["tree node (level 0, index 29): missing"]
+def test_missing_leaf_hashes_are_caught(sealed_log):
+    tamper.hashes_cut(0, 29)
+    assert services.ledger_verify().problems == ["entry 29: leaf hash missing"]
 
 
 def test_head_out_of_step_with_its_checkpoint_is_caught(sealed_log):
@@ -162,56 +164,55 @@ def test_progress_is_reported_per_chunk(sealed_log):
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, 10, 64])
 def test_pages_of_any_size_find_the_same_problems(sealed_log, chunk_size):
-    Entry.objects.filter(index=13).update(payload=b'{"kind":"consent.granted","x":1}')
-    TreeNode.objects.filter(level=1, index=12).update(hash=b"\x03" * 32)
+    tamper.payload_set(13, b'{"kind":"consent.granted","x":1}')
+    tamper.hash_set(0, 12, b"\x03" * 32)
     Checkpoint.objects.filter(size=20).update(root_hash=b"\x00" * 32)
     report = services.ledger_verify(chunk_size=chunk_size)
-    assert report.first_bad_index == 13
+    assert report.first_bad_index == 12
     assert sorted(report.problems) == sorted(services.ledger_verify().problems)
     assert {
+        "entry 12: leaf hash mismatch",
         "entry 13: leaf hash mismatch",
-        "tree node (level 0, index 13): hash mismatch",
-        "tree node (level 1, index 12): hash mismatch",
         "checkpoint 20: root hash does not match the entries",
         "checkpoint 30: root hash does not match the entries",
         "tree state: root does not match the 30 entries",
     } <= set(report.problems)
-    assert report.nodes == 56 and report.checkpoints == 3 and report.entries == 30
-
-
-def test_a_payload_jsonb_would_refuse_is_still_checked(sealed_log):
-    # NaN and \u0000 are JSON to Python, not to jsonb: kinds are read by Python alone,
-    # so the odd payload passes and a relabelled row next to it is still caught.
-    odd = b'{"kind":"consent.granted","x":NaN,"y":"\\u0000"}'
-    Entry.objects.filter(index=5).update(payload=odd, leaf_hash=merkle.leaf_hash(odd))
-    Entry.objects.filter(index=6).update(kind="consent.revoked")
-    report = services.ledger_verify(chunk_size=10)
-    assert "entry 6: kind 'consent.revoked' does not match the payload" in report.problems
-    assert not any(p.startswith("entry 5: kind") for p in report.problems)
-    assert "tree node (level 0, index 5): hash mismatch" in report.problems
-    assert report.first_bad_index == 6
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b'{"kind":"consent.revoked"}',
-        b'{"kind":"consent.revoked","kind":"consent.granted","a":{"kind":"x"}}',
-        b'{"a":{"kind":"consent.granted"}}',
-        b'["consent.granted"]',
-        b'{"kind":["consent.granted"]}',
-        b"not json",
-        b"\xff\xfe",
-    ],
-)
-def test_kind_is_read_from_the_top_level_exactly_as_python_reads_it(sealed_log, payload):
-    Entry.objects.filter(index=3).update(payload=payload, leaf_hash=merkle.leaf_hash(payload))
-    expected = integrity.kind_ok(payload, "consent.granted")
-    problems = services.ledger_verify().problems
-    assert ("entry 3: kind 'consent.granted' does not match the payload" not in problems) == expected
+    assert report.nodes == 30 and report.checkpoints == 3 and report.entries == 30
 
 
 def test_a_gap_inside_a_page_is_named(sealed_log):
-    Entry.objects.filter(index=14).delete()
+    tamper.entries_cut(14)
     report = services.ledger_verify(chunk_size=10)
     assert report.problems == ["entry 14: missing"] and report.entries == 14
+
+
+@pytest.fixture
+def tiled_log():
+    """600 entries in batches of 200: two full bundles and leaf tiles, a partial third, and
+    a level-1 tile holding the two subtrees of 256 leaves."""
+    for batch in range(3):
+        for i in range(200):
+            services.entry_append(kind="consent.check", payload={"seq": batch * 1000 + i})
+        services.ledger_seal_pending()
+    assert services.ledger_verify().ok
+    return 600
+
+
+@pytest.mark.parametrize("chunk_size", [100, 256, 4096])
+def test_stored_subtrees_of_256_leaves_are_checked(tiled_log, chunk_size):
+    report = services.ledger_verify(chunk_size=chunk_size)
+    assert report.ok and report.nodes == 600 + 2
+    tamper.hash_set(8, 1, b"\x04" * 32)
+    assert services.ledger_verify(chunk_size=chunk_size).problems == [
+        "tree node (level 8, index 1): hash mismatch"]
+    tamper.hashes_cut(8, 0)
+    assert services.ledger_verify(chunk_size=chunk_size).problems == [
+        "tree node (level 8, index 0): missing", "tree node (level 8, index 1): missing"]
+
+
+def test_a_payload_holding_a_newline_breaks_its_bundle(tiled_log):
+    # Two payloads where the bundle said one: every entry after it in the bundle moves.
+    tamper.payload_set(300, b'{"kind":"consent.check",\n"seq":1}')
+    report = services.ledger_verify()
+    assert report.first_bad_index == 300
+    assert "entry bundle 1: holds 257 entries, more than 256" in report.problems

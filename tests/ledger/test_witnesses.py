@@ -12,7 +12,8 @@ from django.db import transaction
 from ledger import cosign, merkle, note, selectors, services, tasks
 from ledger.canonical import canonical_json
 from ledger.keys import ledger_key_get_or_create, log_private_key
-from ledger.models import Checkpoint, Cosignature, Entry, TreeNode, TreeState, WitnessRefusal
+from ledger.models import Checkpoint, Cosignature, TreeState, WitnessRefusal
+from tests.ledger import tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -27,13 +28,8 @@ def rewrite_log(index: int) -> None:
     hash and the head so the database is self-consistent again."""
     with transaction.atomic():
         payload = canonical_json({"kind": "consent.granted", "participant": "rewritten"})
-        Entry.objects.filter(index=index).update(payload=payload, leaf_hash=merkle.leaf_hash(payload))
-        TreeNode.objects.all().delete()
-        tree = merkle.CompactRange()
-        for (raw,) in Entry.objects.filter(index__isnull=False).order_by("index").values_list("payload"):
-            for level, i, digest in tree.append(merkle.leaf_hash(bytes(raw))):
-                TreeNode.objects.create(level=level, index=i, hash=digest)
-        TreeState.objects.filter(id=1).update(root_hash=tree.root())
+        tamper.payload_set(index, payload)
+        TreeState.objects.filter(id=1).update(root_hash=tamper.tiles_rebuild())
 
 
 def sign_checkpoint(size: int, root: bytes) -> str:

@@ -8,7 +8,8 @@ SHOWN_PROBLEMS = 20
 class Command(BaseCommand):
     help = (
         "Recompute every leaf hash, stored subtree, checkpoint root and signature from the "
-        "entries' bytes. Exits non-zero naming the first bad entry when the log was altered. "
+        "entries' bytes in their bundles. Exits non-zero naming the first bad entry when "
+        "the log was altered. "
         "On PostgreSQL, large logs are verified by one worker process per CPU (--workers). "
         "With --remote URL, audit another node's log over its API instead, checking it "
         "against the checkpoints of that log seen here before."
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         if report.ok:
             by = f" by {report.workers} worker processes" if report.workers > 1 else ""
             self.stdout.write(
-                f"ledger intact: {report.entries} entries, {report.nodes} tree nodes, "
+                f"ledger intact: {report.entries} entries, {report.nodes} stored hashes, "
                 f"{report.checkpoints} checkpoints verified{by}; {report.pending} pending"
             )
             return
