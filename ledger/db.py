@@ -22,7 +22,7 @@ def raw_cursor():
 
 
 @contextmanager
-def _prepared_cursor():
+def _prepared_cursor(binary: bool = False):
     """On PostgreSQL raw_cursor inside Django's cursor wrapper, so a fixed-text statement is
     prepared on the (persistent) connection and PostgreSQL stops parsing and planning it on
     every call (settings: DATABASE_PREPARE_THRESHOLD), and errors are Django's, a broken
@@ -32,12 +32,18 @@ def _prepared_cursor():
         with connection.cursor() as cursor:
             yield cursor
         return
-    with connection._prepare_cursor(raw_cursor()) as cursor:
+    cursor = raw_cursor()
+    if binary:
+        from psycopg.pq import Format
+
+        cursor.format = Format.BINARY
+    with connection._prepare_cursor(cursor) as cursor:
         yield cursor
 
 
-def prepared_rows(sql: str, params: list) -> list[tuple]:
-    """Rows of a hot, fixed-text query (see _prepared_cursor)."""
-    with _prepared_cursor() as cursor:
+def prepared_rows(sql: str, params: list, *, binary: bool = False) -> list[tuple]:
+    """Rows of a hot, fixed-text query (see _prepared_cursor); binary: on PostgreSQL in
+    binary (a bytea arrives as its bytes, not as hex text twice its length to decode)."""
+    with _prepared_cursor(binary) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()

@@ -36,7 +36,7 @@ from django.db.models import Subquery
 from ledger import merkle, note, tiles
 from ledger.db import raw_cursor
 from ledger.models import Checkpoint, Entry, EntryBundle, HashTile, LogKey, TreeState
-from ledger.selectors import subtree_hashes
+from ledger.selectors import hash_tiles
 
 HASH = merkle.HASH_SIZE
 
@@ -346,7 +346,9 @@ class _Assembly:
         # Joins at levels 8, 16, ... are stored; the others are only recomputed.
         joins = [join for join in self.joins if join[0] % tiles.HEIGHT == 0]
         if joins:
-            stored = subtree_hashes(pairs=[(level, index) for level, index, _ in joins])
+            # Read from the database, never from the proofs' remembered tiles.
+            pairs = [(level, index) for level, index, _ in joins]
+            stored = tiles.subtrees_from(pairs, hash_tiles(keys=tiles.tiles_of(pairs)))
             for level, index, digest in joins:
                 found = stored.get((level, index))
                 if found != digest:

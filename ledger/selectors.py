@@ -30,34 +30,66 @@ def _b64(data: bytes) -> str:
 
 
 def _tiles_sql() -> str:
+    # A subquery a key, which PostgreSQL cannot flatten into a join: one primary-key probe
+    # each whatever the table's size (a join may be planned as a scan of the whole table).
     table = HashTile._meta.db_table
-    return (f"SELECT t.level, t.index, t.hashes FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, index)"
-            f" JOIN {table} t ON t.level = k.level AND t.index = k.index")
+    return (f"SELECT k.level, k.index, (SELECT t.hashes FROM {table} t WHERE t.level = k.level"
+            f" AND t.index = k.index) FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, index)")
 
 
 def hash_tiles(*, keys) -> dict[tiles.Tile, bytes]:
     """The stored hash tiles among these (level, index) keys, in one query.
 
     On PostgreSQL one prepared statement whose text does not change with the keys: they
-    travel as two arrays and each is one primary-key probe. (The ORM's (level, index) IN
-    (...) has a new text for every proof, is planned every time and runs as a bitmap OR.)
+    travel as two arrays (binary results: the tiles arrive as bytes, not hex), and each is
+    one primary-key probe. (The ORM's (level, index) IN (...) has a new text for every
+    proof, is planned every time and runs as a bitmap OR.)
     """
     keys = list(keys)
     if not keys:
         return {}
     if connection.vendor == "postgresql":
         levels, indexes = zip(*keys, strict=True)
-        rows = prepared_rows(_tiles_sql(), [list(levels), list(indexes)])
+        rows = prepared_rows(_tiles_sql(), [list(levels), list(indexes)], binary=True)
     else:
         rows = HashTile.objects.filter(pk__in=keys).values_list("level", "index", "hashes")
-    return {(level, index): bytes(data) for level, index, data in rows}
+    return {(level, index): bytes(data) for level, index, data in rows if data is not None}
+
+
+# Hash tiles read for proofs, by (level, index), with the levels they make
+# (tiles.tile_levels): a tile's bytes never change once written and a partial tile only
+# grows, so a copy holds good for every subtree in it; one too short for a newer tree is
+# read again. The tiles near the top serve every proof. Bounded (about 16 KiB a full
+# tile), per process.
+_tile_levels: LRUCache = LRUCache(maxsize=1024)
+_tile_levels_lock = threading.Lock()
 
 
 def subtree_hashes(*, pairs) -> dict[tuple[int, int], bytes]:
     """The complete subtrees (level, index) among pairs that the log holds, from the hash
-    tiles they lie in: one query, and at most 127 node hashes a subtree."""
-    pairs = list(pairs)
-    return tiles.subtrees_from(pairs, hash_tiles(keys=tiles.tiles_of(pairs)))
+    tiles they lie in: at most one query, for the tiles not remembered."""
+    located = [(pair, tiles.locate(*pair)) for pair in pairs]
+    keys = {(tile_level, tile_index) for _, (tile_level, tile_index, _, _) in located}
+    with _tile_levels_lock:
+        levels = {key: _tile_levels.get(key) for key in keys}
+    stale = {
+        (tile_level, tile_index)
+        for _, (tile_level, tile_index, first, count) in located
+        if levels[(tile_level, tile_index)] is None
+        or len(levels[(tile_level, tile_index)][0]) < (first + count) * merkle.HASH_SIZE
+    }
+    if stale:
+        read = {key: tiles.tile_levels(data) for key, data in hash_tiles(keys=stale).items()}
+        levels.update(read)
+        with _tile_levels_lock:
+            _tile_levels.update(read)
+    found = {}
+    for pair, (tile_level, tile_index, first, count) in located:
+        held = levels[(tile_level, tile_index)]
+        digest = None if held is None else tiles.pick(held, first, count)
+        if digest is not None:
+            found[pair] = digest
+    return found
 
 
 def _hashes(ranges, extra=()) -> dict[tuple[int, int], bytes]:
@@ -351,7 +383,7 @@ def _entry_receipt(entry_id: int) -> dict | None:
         # Two prepared statements (this one and the proof's hashes) when a final checkpoint
         # covers the entry, as for nearly every receipt a check asks for.
         quorum = witness_quorum()
-        rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id])
+        rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id], binary=True)
         if not rows:
             raise Entry.DoesNotExist(f"no ledger entry {entry_id}")
         index, bundle, size, checkpoint_note, lines, keys = rows[0]

@@ -31,18 +31,29 @@ def locate(level: int, index: int) -> tuple[int, int, int, int]:
     return tile_level, first >> HEIGHT, first & (WIDTH - 1), 1 << rise
 
 
-def fold_run(data: bytes, first: int, count: int) -> bytes | None:
-    """The hash of the complete subtree over a tile's hashes [first, first + count)
-    (count a power of two), or None when the tile holds fewer."""
-    end = first + count
-    if len(data) < end * HASH_SIZE:
-        return None
-    hashes = [data[i : i + HASH_SIZE] for i in range(first * HASH_SIZE, end * HASH_SIZE, HASH_SIZE)]
+def tile_levels(data: bytes) -> list[bytes]:
+    """A tile's hashes and, level by level above them, the complete subtrees they make:
+    levels[r] joins the hashes of the subtrees of 2**r of the tile's hashes, in order (a
+    partial tile makes fewer). At most 255 node hashes for a full tile."""
+    levels = [data]
+    run = [data[i : i + HASH_SIZE] for i in range(0, len(data) - len(data) % HASH_SIZE, HASH_SIZE)]
     sha256 = hashlib.sha256
-    while len(hashes) > 1:
-        pairs = iter(hashes)
-        hashes = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
-    return hashes[0]
+    while len(run) > 1:
+        pairs = iter(run)  # zip(pairs, pairs) takes them two by two, an odd last one left
+        run = [sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+        levels.append(b"".join(run))
+    return levels
+
+
+def pick(levels: list[bytes], first: int, count: int) -> bytes | None:
+    """The subtree over a tile's hashes [first, first + count) from tile_levels, or None
+    when the tile holds fewer."""
+    rise = count.bit_length() - 1
+    if rise >= len(levels):
+        return None
+    at = (first >> rise) * HASH_SIZE
+    found = levels[rise][at : at + HASH_SIZE]
+    return found if len(found) == HASH_SIZE else None
 
 
 def tiles_of(pairs: Iterable[tuple[int, int]]) -> set[Tile]:
@@ -51,11 +62,14 @@ def tiles_of(pairs: Iterable[tuple[int, int]]) -> set[Tile]:
 
 def subtrees_from(pairs: Iterable[tuple[int, int]], tiles: dict[Tile, bytes]) -> dict[tuple[int, int], bytes]:
     """The subtrees among pairs that these tiles hold, by (level, index)."""
-    found = {}
+    found, levels = {}, {}
     for level, index in pairs:
         tile_level, tile_index, first, count = locate(level, index)
-        data = tiles.get((tile_level, tile_index))
-        digest = None if data is None else fold_run(data, first, count)
+        key = (tile_level, tile_index)
+        if key not in levels:
+            data = tiles.get(key)
+            levels[key] = None if data is None else tile_levels(data)
+        digest = None if levels[key] is None else pick(levels[key], first, count)
         if digest is not None:
             found[(level, index)] = digest
     return found

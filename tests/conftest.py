@@ -24,8 +24,8 @@ def _celery_in_process(request):
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
-    # Verified proofs and the last issuance state (identity), final receipts and the log's
-    # verifier key (ledger) are remembered per process; a test must not see another test's,
+    # Verified proofs and the last issuance state (identity), final receipts, hash tiles
+    # and the log's verifier key (ledger) are remembered per process; a test must not see another test's,
     # whose rows were rolled back.
     from identity import selectors as identity_selectors
     from ledger import keys as ledger_keys
@@ -35,7 +35,7 @@ def _fresh_process_caches():
     from identity import services as identity_services
 
     caches = (identity_selectors._verified_proofs, ledger_selectors._final_receipts,
-              ledger_keys._verifier_keys)
+              ledger_selectors._tile_levels, ledger_keys._verifier_keys)
     for cache in caches:
         cache.clear()
     identity_services._last_issuance = None

@@ -23,10 +23,10 @@ PAUSE = float(os.environ["LEDGER_TEST_SEAL_PAUSE"])
 MARKER = os.environ["LEDGER_TEST_MARKER"]
 
 
-def _slow_mark(rows, *, sealed_at):
-    _mark(rows, sealed_at=sealed_at)
+def _slow_mark(ids, first_index, *, sealed_at):
+    _mark(ids, first_index, sealed_at=sealed_at)
     with open(MARKER, "a") as f:
-        f.write(f"{os.getpid()} {rows[0][1]} {len(rows)} {time.time()}\n")
+        f.write(f"{os.getpid()} {first_index} {len(ids)} {time.time()}\n")
     time.sleep(PAUSE)
 
 
