@@ -3,9 +3,9 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/ledgerbench .venv/bin/python bench/ledger/bench.py
 
 The database is emptied of ledger rows first: never point this at a real log.
-Large logs are built by a loader that COPYs sealed entries and their complete-subtree
-nodes straight into the tables (hashes computed with ledger.merkle.CompactRange, the
-sequencer's own code path); the proofs read them exactly as in production.
+Large logs are built by a loader that COPYs sealed entry rows, their bundles and hash tiles
+straight into the tables (built with ledger.merkle.CompactRange and ledger.tiles, the
+sequencer's own code path); the proofs and verification read them exactly as in production.
 """
 
 import hashlib
@@ -33,16 +33,16 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from ledger import integrity, merkle, note, selectors, services  # noqa: E402
+from ledger import integrity, merkle, note, selectors, services, tiles  # noqa: E402
 from ledger.canonical import canonical_json  # noqa: E402
 from ledger.keys import ledger_key_get_or_create, log_private_key  # noqa: E402
-from ledger.models import Checkpoint, Entry, TreeState  # noqa: E402
+from ledger.models import Checkpoint, Entry, EntryBundle, TreeState  # noqa: E402
 
 SIZES = [int(s) for s in os.getenv("BENCH_SIZES", "10000,100000,1000000").split(",")]
 SEAL_ROWS = int(os.getenv("BENCH_SEAL_ROWS", "20000"))
 PROOF_SAMPLES = int(os.getenv("BENCH_PROOF_SAMPLES", "500"))
 VERIFY_SIZES = {int(s) for s in os.getenv("BENCH_VERIFY_SIZES", "100000,1000000").split(",")}
-VERIFY_ROUNDS = int(os.getenv("BENCH_VERIFY_ROUNDS", "3"))
+VERIFY_ROUNDS = int(os.getenv("BENCH_VERIFY_ROUNDS", "5"))
 OUT = Path(__file__).parent
 
 
@@ -54,7 +54,8 @@ def payload(i: int) -> bytes:
 def reset() -> None:
     with connection.cursor() as c:
         c.execute("TRUNCATE ledger_cosignature, ledger_witnessrefusal, ledger_checkpoint, "
-                  "ledger_treenode, ledger_treestate, ledger_entry RESTART IDENTITY CASCADE")
+                  "ledger_entrybundle, ledger_hashtile, ledger_treestate, ledger_entry "
+                  "RESTART IDENTITY CASCADE")
 
 
 def ms(samples: list[float]) -> dict:
@@ -64,11 +65,11 @@ def ms(samples: list[float]) -> dict:
 
 
 def _plain_insert(rows: list[bytes], now) -> float:
-    """The like-for-like baseline: the same sealed entry rows (index, kind, payload, leaf
-    hash, times) into a table shaped exactly like ledger_entry (LIKE ... INCLUDING ALL:
-    identity, indexes, constraints; logged), one multi-row INSERT per 1,000 rows, one
-    transaction each as sealing has, bound server-side in binary (the fastest way found
-    to send a plain INSERT: faster than Django's cursor, executemany or a temp table)."""
+    """The like-for-like baseline: the same entries (payload, time) as rows of a table
+    shaped exactly like ledger_entry (LIKE ... INCLUDING ALL: identity, indexes,
+    constraints; logged), one multi-row INSERT per 1,000 rows, one transaction each as
+    sealing has, bound server-side in binary (the fastest way found to send a plain
+    INSERT: faster than Django's cursor, executemany or a temp table)."""
     import psycopg
 
     with connection.cursor() as c:
@@ -77,11 +78,10 @@ def _plain_insert(rows: list[bytes], now) -> float:
     connection.ensure_connection()
     start = time.perf_counter()
     for b in range(0, len(rows), 1000):
-        batch = [(b + i, "consent.granted", p, hashlib.sha256(b"\0" + p).digest(), now, now)
-                 for i, p in enumerate(rows[b:b + 1000])]
+        batch = [(p, now) for p in rows[b:b + 1000]]
         with transaction.atomic(), psycopg.Cursor(connection.connection) as cur:
-            cur.execute('INSERT INTO bench_plain ("index", kind, payload, leaf_hash, created_at, '
-                        "sealed_at) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(batch)),
+            cur.execute("INSERT INTO bench_plain (payload, created_at) VALUES "
+                        + ", ".join(["(%s, %s)"] * len(batch)),
                         [v for row in batch for v in row], binary=True)
     elapsed = time.perf_counter() - start
     with connection.cursor() as c:
@@ -115,9 +115,7 @@ def bench_sealing() -> dict:
     now = timezone.now()
     plain = _plain_insert(rows, now)
     previous = _previous_baseline(rows, now)
-    Entry.objects.bulk_create(
-        [Entry(kind="consent.granted", payload=p) for p in rows], batch_size=5000
-    )
+    Entry.objects.bulk_create([Entry(payload=p) for p in rows], batch_size=5000)
     start = time.perf_counter()
     sealed = services.ledger_seal_pending(max_batch=1000)
     seal = time.perf_counter() - start
@@ -130,29 +128,41 @@ def bench_sealing() -> dict:
 
 
 class Loader:
-    """Appends sealed entries and their subtree nodes with COPY, continuing one tree."""
+    """Appends sealed entries, their bundles and hash tiles with COPY, continuing one tree."""
 
     def __init__(self):
         reset()
         self.tree = merkle.CompactRange()
+        self.edge: dict = {}  # the partial tiles (and "bundle": the partial bundle) as loaded
 
     def load(self, to_size: int) -> float:
         start = time.perf_counter()
         now = timezone.now()
         raw = connection.connection  # psycopg 3
-        # Two COPYs cannot be open at once on one connection: entries first, then nodes.
-        new_nodes = []
+        size = self.tree.size
+        payloads = [payload(i) for i in range(size, to_size)]
+        runs = self.tree.extend([merkle.leaf_hash(p) for p in payloads])
+        hash_tiles = tiles.extend_tiles(size, runs, self.edge)
+        bundles = tiles.extend_bundles(size, payloads, self.edge.get("bundle"))
+        del payloads, runs
+        # COPY cannot replace rows: the partial tile and bundle extended go first.
+        EntryBundle.objects.filter(index__in=list(bundles)).delete()
+        with connection.cursor() as c:
+            for level, index in tiles.edge(size):
+                c.execute("DELETE FROM ledger_hashtile WHERE level = %s AND index = %s", [level, index])
         with raw.cursor() as cur:
-            with cur.copy("COPY ledger_entry (id, index, kind, payload, leaf_hash, created_at, "
-                          "sealed_at) FROM STDIN") as entries:
-                for i in range(self.tree.size, to_size):
-                    p = payload(i)
-                    leaf = merkle.leaf_hash(p)
-                    entries.write_row((i + 1, i, "consent.granted", p, leaf, now, now))
-                    new_nodes += self.tree.append(leaf)
-            with cur.copy("COPY ledger_treenode (level, index, hash) FROM STDIN") as nodes:
-                for row in new_nodes:
-                    nodes.write_row(row)
+            with cur.copy("COPY ledger_entry (id, index, created_at, sealed_at) FROM STDIN") as entries:
+                for i in range(size, to_size):
+                    entries.write_row((i + 1, i, now, now))
+            with cur.copy("COPY ledger_entrybundle (index, data) FROM STDIN") as out:
+                for row in bundles.items():
+                    out.write_row(row)
+            with cur.copy("COPY ledger_hashtile (level, index, hashes) FROM STDIN") as out:
+                for (level, index), data in hash_tiles.items():
+                    out.write_row((level, index, data))
+        self.edge = {key: hash_tiles.get(key, self.edge.get(key)) for key in tiles.edge(to_size)}
+        last = max(bundles)
+        self.edge["bundle"] = bundles[last] if to_size % tiles.WIDTH else None
         root = self.tree.root()
         key = ledger_key_get_or_create()
         body = note.checkpoint_body(settings.LEDGER_ORIGIN, to_size, root)
@@ -161,28 +171,41 @@ class Loader:
         TreeState.objects.update_or_create(id=1, defaults={"size": to_size, "root_hash": root})
         with connection.cursor() as c:
             c.execute("SELECT setval(pg_get_serial_sequence('ledger_entry', 'id'), %s)", [to_size])
-            c.execute("ANALYZE ledger_entry; ANALYZE ledger_treenode")
+            c.execute("ANALYZE ledger_entry; ANALYZE ledger_entrybundle; ANALYZE ledger_hashtile")
         return time.perf_counter() - start
 
 
 def bench_proofs(size: int) -> dict:
+    """Proof latency at this size, twice: as a serving process sees it (the hash tiles it
+    read before remembered: those near the top serve every proof) and cold, every tile
+    read from the database and folded again (the per-process tile copies cleared before
+    each proof): the cost the stored layout itself sets."""
     rng = random.Random(size)
-    inclusion, consistency = [], []
-    # Warm the connection and caches a little, as a serving process would be.
-    for _ in range(20):
-        selectors.leaf_inclusion(index=rng.randrange(size), tree_size=size)
-    for _ in range(PROOF_SAMPLES):
-        i = rng.randrange(size)
-        t0 = time.perf_counter()
-        leaf, proof = selectors.leaf_inclusion(index=i, tree_size=size)
-        inclusion.append(time.perf_counter() - t0)
-        assert merkle.verify_inclusion(index=i, tree_size=size, leaf_hash=leaf, proof=proof,
-                                       root=bytes(TreeState.objects.get().root_hash)) if _ < 3 else True
-        first = rng.randrange(1, size)
-        t0 = time.perf_counter()
-        selectors.proof_consistency(first=first, second=size)
-        consistency.append(time.perf_counter() - t0)
-    return {"size": size, "inclusion": ms(inclusion), "consistency": ms(consistency)}
+    root = bytes(TreeState.objects.get().root_hash)
+    out = {"size": size}
+    for mode in ("warm", "cold"):
+        inclusion, consistency = [], []
+        # Warm the connection and caches a little, as a serving process would be.
+        for _ in range(20):
+            selectors.leaf_inclusion(index=rng.randrange(size), tree_size=size)
+        for n in range(PROOF_SAMPLES):
+            i = rng.randrange(size)
+            if mode == "cold":
+                selectors._tile_levels.clear()
+            t0 = time.perf_counter()
+            leaf, proof = selectors.leaf_inclusion(index=i, tree_size=size)
+            inclusion.append(time.perf_counter() - t0)
+            assert n > 3 or merkle.verify_inclusion(index=i, tree_size=size, leaf_hash=leaf, proof=proof,
+                                                    root=root)
+            first = rng.randrange(1, size)
+            if mode == "cold":
+                selectors._tile_levels.clear()
+            t0 = time.perf_counter()
+            selectors.proof_consistency(first=first, second=size)
+            consistency.append(time.perf_counter() - t0)
+        key = "" if mode == "warm" else "cold_"
+        out[f"{key}inclusion"], out[f"{key}consistency"] = ms(inclusion), ms(consistency)
+    return out
 
 
 def _postgres_cpu_seconds() -> float:
@@ -213,17 +236,13 @@ def _own_cpu_seconds() -> float:
 
 def _floor_worker(work: list, taken, result) -> None:
     """One process of the database floor: takes spans in turn; per page, one read of the
-    payloads only, as verification reads them (binary results, server-side parameters, the
-    physical TID range of the page: see integrity._entries_sql), and the hashing of every
-    leaf and interior node; no kinds, stored hashes, order codes or tree nodes read, no
-    comparison and no kind check."""
+    page's bundles, as verification reads them (binary results, server-side parameters),
+    and the hashing of every leaf and interior node; no hash tiles, checkpoints or entry
+    rows read, nothing compared."""
     from ledger.db import raw_cursor
 
-    table, index = Entry._meta.db_table, connection.ops.quote_name("index")
-    sql = (f"SELECT string_agg(payload, '\\x0a00'::bytea) FROM {table} WHERE "
-           f"ctid >= (SELECT ctid FROM {table} WHERE {index} = %(first)s) AND "
-           f"ctid <= (SELECT ctid FROM {table} WHERE {index} = %(end)s - 1) AND "
-           f"{index} >= %(first)s AND {index} < %(end)s")
+    sql = (f"SELECT data FROM {EntryBundle._meta.db_table} WHERE index >= %s AND index < %s "
+           "ORDER BY index")
     sha256, hashed = hashlib.sha256, 0
     with raw_cursor() as cursor:
         while True:
@@ -235,9 +254,10 @@ def _floor_worker(work: list, taken, result) -> None:
             start, end = work[number]
             tree = merkle.CompactRange()
             for page in range(start, end, integrity.DEFAULT_CHUNK_SIZE):
-                cursor.execute(sql, {"first": page, "end": min(page + integrity.DEFAULT_CHUNK_SIZE, end)},
-                               binary=True)
-                lines = (b"\x00" + cursor.fetchone()[0]).split(b"\n")
+                stop = min(page + integrity.DEFAULT_CHUNK_SIZE, end)
+                cursor.execute(sql, [page // tiles.WIDTH, -(-stop // tiles.WIDTH)], binary=True)
+                blob = b"\n".join(data for (data,) in cursor.fetchall())
+                lines = (b"\x00" + blob.replace(b"\n", b"\n\x00")).split(b"\n")[: stop - page]
                 tree.extend([sha256(line).digest() for line in lines])
                 hashed += len(lines)
     connection.close()
@@ -248,8 +268,8 @@ def _floor_worker(work: list, taken, result) -> None:
 def _database_floor(size: int, workers: int) -> float:
     """Seconds for `workers` processes to read every payload from PostgreSQL and hash the
     whole tree, in the spans ledger_verify uses: the least any full verification that reads
-    the log from its database costs here (it does strictly more: kinds, stored leaf hashes,
-    stored tree nodes, checkpoints)."""
+    the log from its database costs here (it does strictly more: hash tiles, checkpoints,
+    entry rows, comparisons)."""
     context = multiprocessing.get_context("fork")
     work = integrity.spans(size, workers)
     taken, result = context.Value("q", 0), context.Value("q", 0)
@@ -272,7 +292,8 @@ def bench_verify(size: int) -> dict:
     worker count for this log (one per CPU); the bare loop is always one process. Rounds
     interleave the four timings, and each figure is the best of VERIFY_ROUNDS rounds.
     """
-    payloads = [bytes(p) for p in Entry.objects.order_by("index").values_list("payload", flat=True)]
+    bundles = EntryBundle.objects.order_by("index").values_list("data", flat=True)
+    payloads = [p for data in bundles.iterator(chunk_size=256) for p in tiles.split_bundle(bytes(data))]
     assert len(payloads) == size
     workers = integrity.default_workers(size)
     bare, floor, single, parallel, parallel_cpu, db_floor = [], [], [], [], [], []
@@ -352,7 +373,7 @@ def bench_worker_memory(batches: int = 30) -> dict:
     rss = []
     for b in range(batches):
         Entry.objects.bulk_create(
-            [Entry(kind="consent.granted", payload=payload(size + b * 1000 + i)) for i in range(1000)]
+            [Entry(payload=payload(size + b * 1000 + i)) for i in range(1000)]
         )
         services.ledger_seal_pending(max_batch=1000)
         with open("/proc/self/status") as f:
@@ -369,7 +390,7 @@ def main() -> None:
     started = time.perf_counter()
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                            "postgres": connection.cursor().connection.info.server_version},
-               "loader": "COPY of sealed rows and nodes computed by ledger.merkle.CompactRange"}
+               "loader": "COPY of sealed rows, bundles and hash tiles built by ledger.merkle and ledger.tiles"}
     results["sealing"] = seal = bench_sealing()
     print(f"sealing: {seal['seal_rows_per_s']} rows/s vs plain INSERT {seal['plain_insert_rows_per_s']} "
           f"rows/s (ratio {seal['ratio']})", flush=True)
@@ -380,7 +401,8 @@ def main() -> None:
         row = bench_proofs(size)
         results["proofs"].append(row)
         print(f"proofs at {size}: inclusion p50 {row['inclusion']['p50_ms']} ms, consistency p50 "
-              f"{row['consistency']['p50_ms']} ms", flush=True)
+              f"{row['consistency']['p50_ms']} ms; cold {row['cold_inclusion']['p50_ms']} / "
+              f"{row['cold_consistency']['p50_ms']} ms", flush=True)
         if size in VERIFY_SIZES:
             results.setdefault("verify", []).append(v := in_child(bench_verify, size))
             print(f"verify at {size}: {v['verify_leaves_per_s']} leaves/s with {v['workers']} "
@@ -401,9 +423,14 @@ def main() -> None:
              f"of the same rows {seal['plain_insert_rows_per_s']} rows/s; ratio {seal['ratio']} "
              f"(against the earlier runs' baseline, executemany into an index-less TEMP table: "
              f"{seal['previous_baseline_rows_per_s']} rows/s, ratio {seal['ratio_vs_previous_baseline']})",
-             "", "| entries | inclusion p50 / p95 ms | consistency p50 / p95 ms |", "|---|---|---|"]
+             "", "Proofs: p50 / p95 ms, as a serving process sees them (the hash tiles read before "
+             "remembered) and cold (every tile read from PostgreSQL and folded for each proof).", "",
+             "| entries | inclusion | consistency | inclusion, cold | consistency, cold |",
+             "|---|---|---|---|---|"]
     lines += [f"| {r['size']:,} | {r['inclusion']['p50_ms']} / {r['inclusion']['p95_ms']} | "
-              f"{r['consistency']['p50_ms']} / {r['consistency']['p95_ms']} |" for r in p]
+              f"{r['consistency']['p50_ms']} / {r['consistency']['p95_ms']} | "
+              f"{r['cold_inclusion']['p50_ms']} / {r['cold_inclusion']['p95_ms']} | "
+              f"{r['cold_consistency']['p50_ms']} / {r['cold_consistency']['p95_ms']} |" for r in p]
     for v in results.get("verify", []):
         lines += ["", f"- full verification at {v['size']:,} (`ledger_verify`, what `verify_ledger` "
                   f"runs; best of {v['rounds']} interleaved rounds): {v['verify_leaves_per_s']} "
@@ -422,8 +449,8 @@ def main() -> None:
                      f"would have {v['cpu_seconds_at_target']} CPU-seconds ({v['cpus']} CPUs for "
                      f"twice the bare loop's time), of which the hashing floor alone takes "
                      f"{v['hashing_floor_cpu_seconds']} s"] if "parallel_cpu_seconds" in v else []),
-                  *([f"- the floor of any verification that reads the log's entry rows (one per entry) from PostgreSQL, with the "
-                     f"same {v['workers']} workers and spans: one read of the payloads per page, then "
+                  *([f"- the floor of any verification that reads the log's entry bundles (256 entries a row) from PostgreSQL, "
+                     f"with the same {v['workers']} workers and spans: one read of the bundles per page, then "
                      f"every leaf and interior node hashed, nothing compared or checked: "
                      f"{v['database_floor_leaves_per_s']} leaves/s, ratio **{v['database_floor_ratio']}**: "
                      f"the ceiling for the ratio above"] if "database_floor_ratio" in v else []),

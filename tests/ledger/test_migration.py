@@ -106,3 +106,17 @@ def test_a_log_with_a_gap_is_refused_rather_than_moved(at_0002):
     assert at_0002.get_model("ledger", "Entry").objects.exclude(payload=None).count() == SIZE + 1
     for name in ("Entry", "TreeNode", "TreeState", "Checkpoint"):  # so the fixture can migrate on
         at_0002.get_model("ledger", name).objects.all().delete()
+
+
+@pytest.mark.django_db
+def test_bundles_are_compressed_and_tiles_are_not_on_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("column storage is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        lz4 = cursor.fetchone()[0]
+        cursor.execute("SELECT attrelid::regclass::text, attcompression, attstorage FROM pg_attribute WHERE"
+                       " (attrelid, attname) IN (('ledger_entrybundle'::regclass, 'data'),"
+                       " ('ledger_hashtile'::regclass, 'hashes')) ORDER BY 1")
+        assert cursor.fetchall() == [("ledger_entrybundle", "l" if lz4 else "", "x"),
+                                     ("ledger_hashtile", "", "e")]
