@@ -334,14 +334,16 @@ def ledger_verify(
     progress: Callable[[int, int], None] | None = None,
     chunk_size: int = integrity.DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
+    entry_rows: bool = False,
 ) -> VerifyReport:
     """Recomputes the log from the payload bytes and checks every stored hash against it.
 
     Checks the tree as of the head read first, so sealing may go on meanwhile: sealed
     bytes never change (a partial bundle or tile only grows) and later entries lie beyond
     it. Every leaf hash, every stored subtree, the root at every checkpoint size, each
-    checkpoint's signature, the head itself, and an Entry row for every sealed index; a
-    gap ends the check there, named as the first bad entry. Entries are read a page of
+    checkpoint's signature and the head itself; a gap ends the check there, named as the
+    first bad entry. entry_rows: also that every sealed index has its Entry row (the
+    identity records point at, outside the log; a scan of the entry table's index). Entries are read a page of
     chunk_size indexes at a time, so memory stays constant; progress(done, total) is
     called after each page.
 
@@ -351,7 +353,8 @@ def ledger_verify(
     elsewhere, and with 1, everything runs in this process. The report is the same either
     way.
     """
-    return integrity.verify_log(progress=progress, chunk_size=chunk_size, workers=workers)
+    return integrity.verify_log(progress=progress, chunk_size=chunk_size, workers=workers,
+                                entry_rows=entry_rows)
 
 
 # -- consortium members, tokens and witnesses --

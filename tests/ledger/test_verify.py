@@ -81,10 +81,14 @@ def test_entries_cut_from_a_bundle_are_a_gap(sealed_log):
     assert report.entries == 12
 
 
-def test_a_deleted_entry_row_is_caught(sealed_log):
-    # Its leaf is intact, but the record that points at it has lost its ledger entry.
+def test_a_deleted_entry_row_is_caught_when_asked(sealed_log):
+    # Its leaf is intact (the log is), but a row records could point at is gone.
     Entry.objects.filter(index=12).delete()
-    assert services.ledger_verify().problems == ["entries: 29 rows hold the indexes below 30, not 30"]
+    assert services.ledger_verify().ok
+    problems = ["entries: 29 rows hold the indexes below 30, not 30"]
+    assert services.ledger_verify(entry_rows=True).problems == problems
+    with pytest.raises(CommandError, match=problems[0]):
+        call_command("verify_ledger", "--entry-rows", stdout=io.StringIO(), stderr=io.StringIO())
 
 
 def test_altered_checkpoint_root_is_caught(sealed_log):

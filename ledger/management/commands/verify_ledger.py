@@ -19,17 +19,22 @@ class Command(BaseCommand):
         parser.add_argument("--remote", metavar="URL", help="a ledger API, e.g. https://x/api/v1/ledger")
         parser.add_argument("--token", help="a member or custodian token for that API")
         parser.add_argument(
+            "--entry-rows", action="store_true",
+            help="also check that every sealed index has its entry row, which the portal's "
+            "records point at (a scan of the entry table's index; not part of the log)",
+        )
+        parser.add_argument(
             "--workers", type=int, metavar="N",
             help="processes verifying entries in parallel (default: one per CPU for a large "
             "log on PostgreSQL; 1 verifies in this process)",
         )
 
-    def handle(self, *args, remote=None, token=None, workers=None, **options):
+    def handle(self, *args, remote=None, token=None, workers=None, entry_rows=False, **options):
         if remote:
             return self._remote(remote, token)
         if workers is not None and workers < 1:
             raise CommandError("--workers must be at least 1")
-        report = ledger_verify(progress=self._progress, workers=workers)
+        report = ledger_verify(progress=self._progress, workers=workers, entry_rows=entry_rows)
         if report.ok:
             by = f" by {report.workers} worker processes" if report.workers > 1 else ""
             self.stdout.write(
