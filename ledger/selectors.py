@@ -359,7 +359,8 @@ def _receipt_facts_sql() -> str:
     """The entry, the newest checkpoint covering it that has the quorum (the same rule as
     _final_checkpoints), that checkpoint's witness cosignature lines and the registered
     witnesses' keys, in one statement (PostgreSQL)."""
-    entries, checkpoints, bundles = Entry._meta.db_table, Checkpoint._meta.db_table, EntryBundle._meta.db_table
+    entries, checkpoints = Entry._meta.db_table, Checkpoint._meta.db_table
+    bundles = EntryBundle._meta.db_table
     cosignatures, members = Cosignature._meta.db_table, Member._meta.db_table
     witness = _WITNESS_SQL
     cosigners = (f"SELECT count(*) FROM {cosignatures} s JOIN {members} m ON m.id = s.member_id"
@@ -380,8 +381,9 @@ def _receipt_facts_sql() -> str:
 
 def _entry_receipt(entry_id: int) -> dict | None:
     if connection.vendor == "postgresql":
-        # Two prepared statements (this one and the proof's hashes) when a final checkpoint
-        # covers the entry, as for nearly every receipt a check asks for.
+        # Two prepared statements (this one and the proof's tiles, none for tiles
+        # remembered) when a final checkpoint covers the entry, as for nearly every receipt
+        # a check asks for.
         quorum = witness_quorum()
         rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id], binary=True)
         if not rows:
@@ -399,7 +401,7 @@ def _entry_receipt(entry_id: int) -> dict | None:
     index = Entry.objects.filter(id=entry_id).values_list("index", flat=True).get()
     if index is None:
         return None
-    payload = entry_payload(index=index)
+    payload = entry_bytes(entry_id=entry_id)
     checkpoint = _final_checkpoints().filter(size__gt=index).order_by("-size").first()
     witness_keys = _witness_keys()
     if checkpoint is None:

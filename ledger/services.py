@@ -343,9 +343,9 @@ def ledger_verify(
     it. Every leaf hash, every stored subtree, the root at every checkpoint size, each
     checkpoint's signature and the head itself; a gap ends the check there, named as the
     first bad entry. entry_rows: also that every sealed index has its Entry row (the
-    identity records point at, outside the log; a scan of the entry table's index). Entries are read a page of
-    chunk_size indexes at a time, so memory stays constant; progress(done, total) is
-    called after each page.
+    identity records point at, outside the log; a scan of the entry table's index).
+    Entries are read a page of chunk_size indexes at a time, so memory stays constant;
+    progress(done, total) is called after each page.
 
     workers: processes verifying entries in parallel (None: os.cpu_count() for a log of
     integrity.PARALLEL_MIN_ENTRIES or more, else 1). Only on PostgreSQL and outside a
