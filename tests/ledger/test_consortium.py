@@ -301,7 +301,9 @@ def test_every_personal_data_key_in_every_spelling_and_place_is_refused(key):
     assert not Entry.objects.exists()
 
 
-@pytest.mark.parametrize("value", ["ada@example.org", "Contact: A.Lovelace@uni.ac.uk today"])
+@pytest.mark.parametrize("value", ["ada@example.org", "Contact: A.Lovelace@uni.ac.uk today",
+                                   "mailto:ada@example.org", "x" * 5000 + " ada@example.org",
+                                   "pid@1@ada@example.org"])
 def test_email_like_values_anywhere_are_refused(value):
     for payload in ({"note": value}, {"a": {"b": [value]}}):
         with pytest.raises(ValueError, match="looks like personal data"):
