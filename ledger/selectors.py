@@ -127,6 +127,25 @@ def entry_payloads(*, start: int, limit: int) -> list[bytes]:
     return out
 
 
+def tile(*, level: int, index: int, width: int) -> bytes | None:
+    """The C2SP tlog-tiles hash tile (level, index) of this width (256: a full tile), or
+    None when the log does not hold that many of its hashes. Read from the database."""
+    data = hash_tiles(keys=[(level, index)]).get((level, index))
+    if data is None or len(data) < width * merkle.HASH_SIZE:
+        return None
+    return data[: width * merkle.HASH_SIZE]
+
+
+def entry_bundle(*, index: int, width: int) -> bytes | None:
+    """The C2SP tlog-tiles entry bundle `index` of this width (256: full), length-prefixed
+    as the spec has it, or None when the log does not hold that many of its entries."""
+    data = EntryBundle.objects.filter(index=index).values_list("data", flat=True).first()
+    payloads = [] if data is None else tiles.split_bundle(bytes(data))
+    if len(payloads) < width:
+        return None
+    return tiles.spec_bundle(payloads[:width])
+
+
 def entry_bytes(*, entry_id: int) -> bytes:
     """An entry's payload, pending or sealed: the bytes the log hashes (or will)."""
     index, payload = Entry.objects.values_list("index", "payload").get(id=entry_id)

@@ -128,12 +128,16 @@ def _leaf(*, kind: str, payload: dict) -> bytes:
         raise ValueError("payload must be a JSON object")
     if payload.get("kind", kind) != kind:
         raise ValueError(f"payload kind {payload['kind']!r} differs from kind {kind!r}")
+    leaf = canonical_json({**payload, "kind": kind})
+    if len(leaf) > tiles.MAX_ENTRY:
+        raise ValueError(f"payload is {len(leaf)} bytes; a ledger entry holds at most "
+                         f"{tiles.MAX_ENTRY} (a C2SP tlog-tiles entry bundle's limit)")
     found = _personal_data(payload, "payload")
     if found:
         raise ValueError(
             f"{found} looks like personal data; the ledger takes pseudonymous ids only"
         )
-    return canonical_json({**payload, "kind": kind})
+    return leaf
 
 
 def entry_append(*, kind: str, payload: dict) -> Entry:

@@ -89,6 +89,40 @@ def split_bundle(data: bytes) -> list[bytes]:
     return data.split(SEPARATOR)
 
 
+# The largest entry a C2SP entry bundle can carry: its length is a big-endian uint16.
+MAX_ENTRY = 0xFFFF
+
+
+def spec_bundle(payloads: list[bytes]) -> bytes:
+    """Payloads as a C2SP tlog-tiles entry bundle: each prefixed with its length."""
+    return b"".join(len(p).to_bytes(2, "big") + p for p in payloads)
+
+
+def tile_path(index: int) -> str:
+    """A tile index as C2SP tlog-tiles writes it in paths: 3-digit groups, all but the last
+    prefixed with x (1234067: x001/x234/067)."""
+    groups = []
+    while True:
+        index, group = divmod(index, 1000)
+        groups.append(f"{group:03d}")
+        if not index:
+            break
+    return "/".join([f"x{g}" for g in reversed(groups[1:])] + [groups[0]])
+
+
+def tile_index(path: str) -> int:
+    """The inverse of tile_path; ValueError for anything tile_path would not write."""
+    *upper, last = path.split("/")
+    if not all(len(g) == 4 and g[0] == "x" and g[1:].isdigit() for g in upper) or not (
+        len(last) == 3 and last.isdigit()
+    ):
+        raise ValueError(f"{path!r} is not a tile index path")
+    index = int("".join(g[1:] for g in upper) + last)
+    if tile_path(index) != path:
+        raise ValueError(f"{path!r} is not a tile index path")
+    return index
+
+
 def extend_tiles(
     size: int, runs: Iterable[tuple[int, int, list[bytes]]], stored: dict[Tile, bytes]
 ) -> dict[Tile, bytes]:

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from ledger import views
 
@@ -14,4 +14,9 @@ urlpatterns = [
     path("entries/<int:index>", views.EntryView.as_view(), name="entry"),
     path("proofs/inclusion", views.InclusionProofView.as_view(), name="proof-inclusion"),
     path("proofs/consistency", views.ConsistencyProofView.as_view(), name="proof-consistency"),
+    # C2SP tlog-tiles: tile/entries/<N>[.p/<W>] and tile/<L>/<N>[.p/<W>], N as x001/x234/067.
+    re_path(r"^tile/entries/(?P<path>(?:x\d{3}/)*\d{3})(?:\.p/(?P<width>\d+))?$",
+            views.EntryBundleView.as_view(), name="entry-bundle"),
+    re_path(r"^tile/(?P<level>\d{1,2})/(?P<path>(?:x\d{3}/)*\d{3})(?:\.p/(?P<width>\d+))?$",
+            views.HashTileView.as_view(), name="tile"),
 ]

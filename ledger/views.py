@@ -1,7 +1,9 @@
-"""Read-only ledger API: tree head, checkpoint, leaves and proofs (hashes in base64)."""
+"""Read-only ledger API: tree head, checkpoint, leaves and proofs (hashes in base64), and the
+log as C2SP tlog-tiles (hash tiles and entry bundles, binary)."""
 
 import base64
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -19,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from ledger import selectors, services
+from ledger import selectors, services, tiles
 from ledger.auth import MemberTokenAuthentication
 from ledger.permissions import LedgerReadPermission
 
@@ -131,6 +133,64 @@ class CheckpointView(LedgerView):
         if checkpoint is None:
             raise NotFound("Nothing has been sealed yet, so there is no checkpoint.")
         return HttpResponse(checkpoint.note, content_type="text/plain; charset=utf-8")
+
+
+def _tile_address(path: str, width: str | None) -> tuple[int, int]:
+    """(tile index, width) from a C2SP tlog-tiles path; 400 for one the spec would not
+    write."""
+    try:
+        index = tiles.tile_index(path)
+    except ValueError:
+        raise ValidationError({"tile": f"{path!r} is not a tile index as C2SP tlog-tiles "
+                               "writes it (3-digit groups, all but the last prefixed with x)."}) from None
+    if width is None:
+        return index, tiles.WIDTH
+    if not width.isdigit() or not 0 < int(width) < tiles.WIDTH or width != str(int(width)):
+        raise ValidationError({"width": f"A partial tile is 1 to {tiles.WIDTH - 1} wide."})
+    return index, int(width)
+
+
+def _immutable(data: bytes) -> HttpResponse:
+    # A tile or bundle of a given width never changes once the log holds it.
+    response = HttpResponse(data, content_type="application/octet-stream")
+    scope = "public" if getattr(settings, "LEDGER_PUBLIC", False) else "private"
+    response["Cache-Control"] = f"{scope}, max-age=31536000, immutable"
+    return response
+
+
+_TILE_RESPONSES = {(200, "application/octet-stream"): OpenApiTypes.BINARY, **_ERRORS}
+
+
+class HashTileView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_tile",
+        summary="A hash tile (C2SP tlog-tiles): tile/<L>/<N>, or a partial one, .p/<W>",
+        responses=_TILE_RESPONSES,
+    )
+    def get(self, request, level: str, path: str, width: str | None = None):
+        if int(level) > 63:
+            raise ValidationError({"level": "A tile level is 0 to 63."})
+        index, width = _tile_address(path, width)
+        data = selectors.tile(level=int(level), index=index, width=width)
+        if data is None:
+            raise NotFound(f"The log holds no tile {level}/{path} {width} hashes wide.")
+        return _immutable(data)
+
+
+class EntryBundleView(LedgerView):
+    @extend_schema(
+        tags=["ledger"],
+        operation_id="ledger_entry_bundle",
+        summary="An entry bundle (C2SP tlog-tiles): tile/entries/<N>, or a partial one, .p/<W>",
+        responses=_TILE_RESPONSES,
+    )
+    def get(self, request, path: str, width: str | None = None):
+        index, width = _tile_address(path, width)
+        data = selectors.entry_bundle(index=index, width=width)
+        if data is None:
+            raise NotFound(f"The log holds no entry bundle {path} {width} entries wide.")
+        return _immutable(data)
 
 
 class EntryView(LedgerView):

@@ -176,7 +176,7 @@ def test_go_accepts_our_checkpoint_receipt_and_consistency_proof(go_verifier, co
 
 
 @pytest.mark.django_db
-def test_go_tlog_reads_our_stored_hash_tiles(go_verifier):
+def test_go_tlog_reads_our_hash_tiles_as_served(go_verifier):
     # 66,000 entries: full and partial tiles at levels 0 and 1, and a level-2 tile holding
     # the one subtree of 65,536 leaves. Sealed as the sequencer seals, in uneven batches.
     from ledger.canonical import canonical_json
@@ -186,7 +186,20 @@ def test_go_tlog_reads_our_stored_hash_tiles(go_verifier):
     Entry.objects.bulk_create(Entry(payload=canonical_json({"kind": "t", "i": i})) for i in range(size))
     services.ledger_seal_pending(max_batch=9_999)
     root = bytes(selectors.checkpoint_latest().root_hash)
-    stored = {f"{t.level}/{t.index}": b64(bytes(t.hashes)) for t in HashTile.objects.all()}
+    # Every tile as the API serves it (C2SP tlog-tiles paths), as a tiles client fetches it.
+    from rest_framework.test import APIClient
+
+    from ledger import tiles
+
+    api = APIClient()
+    api.force_authenticate(token="member-token")
+    stored = {}
+    for t in HashTile.objects.all():
+        width = len(t.hashes) // 32
+        suffix = "" if width == tiles.WIDTH else f".p/{width}"
+        served = api.get(f"/api/v1/ledger/tile/{t.level}/{tiles.tile_path(t.index)}{suffix}")
+        assert served.status_code == 200 and served.content == bytes(t.hashes)
+        stored[f"{t.level}/{t.index}"] = b64(served.content)
     assert {"2/0", "1/1", "0/257"} <= set(stored)
     indexes = [0, 1, 255, 256, 65_535, 65_536, 65_999, 12_345]
     old_sizes = [1, 256, 257, 65_536, 65_537, 65_999, 4_321]
