@@ -151,10 +151,15 @@ def entry_bytes(*, entry_id: int) -> bytes:
     index, payload = Entry.objects.values_list("index", "payload").get(id=entry_id)
     if index is None:
         return bytes(payload)
-    found = entry_payload(index=index)
-    if found is None:
+    bundles = EntryBundle.objects.filter(index=index // tiles.WIDTH)
+    return _bundled(index, bundles.values_list("data", flat=True).first())
+
+
+def _bundled(index: int, bundle: bytes | None) -> bytes:
+    payloads = tiles.split_bundle(bytes(bundle)) if bundle is not None else []
+    if index % tiles.WIDTH >= len(payloads):
         raise LookupError(f"sealed entry {index} is missing from its bundle: run verify_ledger")
-    return found
+    return payloads[index % tiles.WIDTH]
 
 
 def entry_payload(*, index: int) -> bytes | None:
@@ -429,13 +434,6 @@ def _entry_receipt(entry_id: int) -> dict | None:
     cosigned = checkpoint_cosigned_note(checkpoint=checkpoint) if witness_keys else checkpoint.note
     return _receipt(index=index, payload=payload, size=checkpoint.size, checkpoint_note=checkpoint.note,
                     cosigned=cosigned, witness_keys=witness_keys, final=True)
-
-
-def _bundled(index: int, bundle: bytes | None) -> bytes:
-    payloads = tiles.split_bundle(bytes(bundle)) if bundle is not None else []
-    if index % tiles.WIDTH >= len(payloads):
-        raise LookupError(f"sealed entry {index} is missing from its bundle: run verify_ledger")
-    return payloads[index % tiles.WIDTH]
 
 
 def _receipt_not_final(*, index: int, payload: bytes, witness_keys: list[str]) -> dict:

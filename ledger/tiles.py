@@ -7,8 +7,8 @@ tile of height 8, byte for byte. A bundle k holds the payloads of entries 256 k 
 canonical JSON never holds a raw newline byte, so the join is unambiguous, and it splits
 in one C call where a length prefix needs a Python loop per entry. Only the right edge of
 each level has a partial tile or bundle, which grows as entries are sealed: bytes once
-written never change. Any stored subtree (level, index) lies inside one tile, from which at most 127
-node hashes recompute it, so a proof reads O(log n / 8) tiles.
+written never change. Any stored subtree (level, index) lies inside one tile, from which
+at most 127 node hashes recompute it, so a proof reads O(log n / 8) tiles.
 """
 
 import hashlib

@@ -145,7 +145,8 @@ def _tile_address(path: str, width: str | None) -> tuple[int, int]:
                                "writes it (3-digit groups, all but the last prefixed with x)."}) from None
     if width is None:
         return index, tiles.WIDTH
-    if not width.isdigit() or not 0 < int(width) < tiles.WIDTH or width != str(int(width)):
+    # The route admits only digits; the spec writes no leading zero.
+    if width.startswith("0") or not int(width) < tiles.WIDTH:
         raise ValidationError({"width": f"A partial tile is 1 to {tiles.WIDTH - 1} wide."})
     return index, int(width)
 

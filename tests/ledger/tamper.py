@@ -14,7 +14,7 @@ def payload_of(index: int) -> bytes:
     return payloads(number)[offset]
 
 
-def _bundle_write(number: int, held: list[bytes]) -> None:
+def bundle_write(number: int, held: list[bytes]) -> None:
     EntryBundle.objects.filter(index=number).update(data=tiles.SEPARATOR.join(held))
 
 
@@ -23,7 +23,7 @@ def payload_set(index: int, payload: bytes) -> None:
     number, offset = divmod(index, tiles.WIDTH)
     held = payloads(number)
     held[offset] = payload
-    _bundle_write(number, held)
+    bundle_write(number, held)
 
 
 def entries_cut(index: int) -> None:
@@ -32,7 +32,7 @@ def entries_cut(index: int) -> None:
     if offset == 0:
         EntryBundle.objects.filter(index=number).delete()
     else:
-        _bundle_write(number, payloads(number)[:offset])
+        bundle_write(number, payloads(number)[:offset])
 
 
 def _tile(level: int, index: int) -> tuple[tuple[int, int], int, bytes]:

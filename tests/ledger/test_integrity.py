@@ -176,7 +176,7 @@ def test_workers_check_the_tiles_of_a_larger_log(tiled_log, alter, first_bad, ex
 
 def test_a_bundle_with_an_extra_entry_is_reported(tiled_log):
     held = tamper.payloads(1)
-    tamper._bundle_write(1, held[:10] + [b'{"kind":"consent.check","seq":"x"}'] + held[10:])
+    tamper.bundle_write(1, held[:10] + [b'{"kind":"consent.check","seq":"x"}'] + held[10:])
     report = both_ways()
     assert "entry bundle 1: holds 257 entries, more than 256" in report.problems
     assert report.first_bad_index == 266

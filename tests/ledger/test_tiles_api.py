@@ -2,7 +2,6 @@
 the spec's paths, immutable caching, and a clear 4xx for anything else."""
 
 import pytest
-from django.urls import include, path
 from rest_framework.test import APIClient
 
 from ledger import merkle, services, tiles
@@ -10,18 +9,10 @@ from ledger.models import Entry, HashTile
 from ledger.canonical import canonical_json
 from tests.ledger import tamper
 from tests.ledger.reference import mth
-from tests.ledger.test_views import assert_error
+# The read API's URLs and its authenticated client fixture, as test_views mounts them.
+from tests.ledger.test_views import API, assert_error, client, urlpatterns  # noqa: F401
 
-urlpatterns = [path("api/v1/ledger/", include("ledger.urls"))]
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
-API = "/api/v1/ledger/"
-
-
-@pytest.fixture
-def client():
-    api = APIClient()
-    api.force_authenticate(token="custodian-token")
-    return api
 
 
 @pytest.fixture
