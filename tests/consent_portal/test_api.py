@@ -10,6 +10,7 @@ from django.test import Client
 
 from consent_portal import services
 from consent_portal.models import ConsentCheck
+from ledger.keys import ledger_verifier_key
 from ledger.models import Entry
 from ledger.selectors import entry_bytes
 from tests.ledger import read
@@ -55,12 +56,13 @@ def test_permit_with_evidence_a_custodian_can_verify(
     assert receipt["checkpoint"].startswith("localhost/consent-portal/ledger\n")
     leaf = json.loads(base64.b64decode(receipt["leaf"]))
     assert leaf["credential"] == consent["credential"]["id"] and leaf["action"] == "grant"
-    # The receipt stands on its own: checked offline, with no database and no Django.
+    # The receipt stands on its own: checked offline, with no database and no Django, against
+    # the log key pinned (as a custodian would from the operator's trust file).
     path = tmp_path / "receipt.json"
     path.write_text(json.dumps(receipt))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "DATABASE", "REDIS", "CELERY"))}
-    result = subprocess.run([sys.executable, "-m", "ledger.verify", str(path)], env=env, cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ledger.verify", "--log-key", ledger_verifier_key(),
+                             str(path)], env=env, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
