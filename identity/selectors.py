@@ -6,9 +6,11 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import segno
 from cachetools import LRUCache
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -95,6 +97,35 @@ def did_document(*, did: str) -> dict:
 
 def _failed(reason: str) -> str:
     return f"failed: {reason}"
+
+
+# What a status check says when a status list address has our shape but another base URL:
+# the lists were published under another SITE_URL (a changed setting, usually). The
+# phrase marks that cause in a verification's errors (verification_site_url_mismatch).
+_NOT_PUBLISHED_HERE = "is not published by this portal (SITE_URL is"
+
+
+def status_list_base_url(url, purpose: str) -> str | None:
+    """The base URL a status list address of this software's shape was published under:
+    "https://old.example" for "https://old.example/credentials/status/revocation" and the
+    purpose "revocation"; None for anything else (another path, another purpose, not an
+    absolute http(s) URL)."""
+    suffix = f"{vocabulary.PUBLIC_PREFIX}/status/{purpose}"
+    if not isinstance(url, str) or not url.endswith(suffix) or any(c.isspace() for c in url):
+        return None
+    base = url[: -len(suffix)]
+    try:
+        parts = urlsplit(base)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        return None
+    return base
+
+
+def _foreign_status_list(what: str, event: str) -> str:
+    """The status check's reason: `what` names a status list address under another base URL."""
+    return f"{what} {_NOT_PUBLISHED_HERE} {settings.SITE_URL}); was SITE_URL changed after it was {event}?"
 
 
 def _issuer_did(document: dict) -> str | None:
@@ -206,6 +237,12 @@ def _verify_list_row(purpose: str) -> tuple[str, tuple[str, bytes]]:
         raise ValueError(f"the {purpose} status list signature {signature}")
     issuer = _issuer_did(document)
     subject = document.get("credentialSubject") or {}
+    if document.get("id") != vocabulary.status_list_url(purpose) and status_list_base_url(
+        document.get("id"), purpose
+    ):
+        raise ValueError(_foreign_status_list(
+            f"this portal's {purpose} status list is signed as {document['id']}, which", "signed"
+        ))
     if (
         document.get("id") != vocabulary.status_list_url(purpose)
         or "StatusList2021Credential" not in document.get("type", [])
@@ -259,6 +296,14 @@ def _credential_status(
         or entry.get("statusPurpose") != vocabulary.REVOCATION
         or entry.get("statusListCredential") != revocation_url
     ):
+        named = entry.get("statusListCredential")
+        if (
+            entry.get("type") == "StatusList2021Entry"
+            and entry.get("statusPurpose") == vocabulary.REVOCATION
+            and status_list_base_url(named, vocabulary.REVOCATION) is not None
+        ):
+            # Our list's address under another base URL: name that cause (still unknown).
+            return "unknown", _foreign_status_list(f"the credential's status list {named}", "issued")
         return "unknown", f"credentialStatus is not an entry in {revocation_url}"
     raw_index = entry.get("statusListIndex")
     if (
@@ -281,6 +326,47 @@ def _credential_status(
     if suspended:
         return "suspended", None
     return "active", None
+
+
+def _check_reason(name: str, value) -> str:
+    if isinstance(value, str) and value.startswith("failed: "):
+        return f"{name}: {value[len('failed: '):]}"
+    if name == "status" and value in ("revoked", "suspended"):
+        return f"status: the credential is {value}"
+    return f"{name}: {value}"
+
+
+def verification_failure(verification: dict) -> str:
+    """Why a verification (credential_verify, credential_evidence, verifiable_verify) did not
+    pass, as readable text: its errors in order ("check: reason"), joined by "; ", ending
+    with a full stop (or the question mark an error ends with). When it names no errors,
+    its failing checks; when it names neither, that nothing verified it."""
+    errors = [e for e in verification.get("errors") or [] if isinstance(e, str) and e.strip()]
+    if not errors:
+        checks = verification.get("checks") or {}
+        errors = [
+            _check_reason(name, value) for name, value in checks.items() if value not in ("ok", "active")
+        ]
+    text = "; ".join(dict.fromkeys(error.strip() for error in errors)) or "no check verified it"
+    return text if text[-1] in ".?!" else f"{text}."
+
+
+def verification_site_url_mismatch(verification: dict) -> str | None:
+    """When a verification failed because a status list it needs was published under
+    another base URL than SITE_URL (see _foreign_status_list): an explanation for the
+    operator; None otherwise. The verification fails closed either way."""
+    for error in verification.get("errors") or []:
+        if not isinstance(error, str):
+            continue
+        name = error.split(": ", 1)[0]
+        if (name == "status" or name.endswith(".status")) and _NOT_PUBLISHED_HERE in error:
+            return (
+                f"A status list the credential needs is not published under this portal's SITE_URL"
+                f" ({settings.SITE_URL}): a configuration problem, not a change of consent. Set"
+                f" SITE_URL back to the address the lists and credentials were published under,"
+                f" or re-sign the status lists and re-issue the credentials under this one."
+            )
+    return None
 
 
 def _not_expired(document: dict) -> str:
