@@ -66,6 +66,12 @@ class Purpose(models.Model):
     # consent_portal.decisions.MODIFIER_PARAMS says which modifier takes what.
     modifier_params = models.JSONField(default=dict, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
+    # A purpose limited to one study (DUO:0000027, project specific, whose parameter names
+    # the study): made when a participant answers a study's request "this study only". It
+    # is not offered in the general catalogue, only to whoever holds or is asked for it.
+    study = models.ForeignKey(
+        "Study", null=True, blank=True, on_delete=models.PROTECT, related_name="study_purposes"
+    )
 
     class Meta:
         ordering = ["position", "slug"]
@@ -93,6 +99,9 @@ class Participant(models.Model):
     key_custody = models.CharField(max_length=12, choices=CUSTODY, default=PORTAL_CUSTODY)
     enrolment_credential_id = models.CharField(max_length=100)
     enrolled_at = models.DateTimeField(auto_now_add=True)
+    # The withdrawal in force: the highest level withdrawn at since the participant last
+    # rejoined ("" when none). Written only by participant_withdraw and participant_rejoin.
+    withdrawal_level = models.CharField(max_length=12, blank=True, default="")
 
     def __str__(self):
         return str(self.pseudonym)
@@ -232,6 +241,12 @@ class Sample(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="samples")
     kind = models.CharField(max_length=40)
     registered_at = models.DateTimeField(auto_now_add=True)
+    # When a withdrawal at no further access or use reached this sample (or, for a sample
+    # registered while the participant was withdrawn, its registration): no check permits
+    # it again, whatever the participant grants later. Rejoining covers only new samples.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    # When the custodian confirmed its destruction: denied for ever.
+    destroyed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -268,11 +283,17 @@ class ConsentRequest(models.Model):
     OPEN = "open"
     GRANTED = "granted"
     DECLINED = "declined"
-    STATUSES = [(OPEN, "open"), (GRANTED, "granted"), (DECLINED, "declined")]
+    # Closed by itself: a consent given by other means (the consents page, another
+    # request) came to cover the use.
+    COVERED = "covered"
+    STATUSES = [(OPEN, "open"), (GRANTED, "granted"), (DECLINED, "declined"), (COVERED, "covered")]
 
     use = models.ForeignKey(StudyUse, on_delete=models.CASCADE, related_name="requests")
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="requests")
+    # The standing purpose exactly as the use asks (its permission and disease, nothing
+    # broader), and the purpose limited to this study; a yes grants one of the two.
     purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
+    study_purpose = models.ForeignKey(Purpose, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=10, choices=STATUSES, default=OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
     answered_at = models.DateTimeField(null=True, blank=True)
@@ -289,11 +310,15 @@ class Withdrawal(models.Model):
     NO_CONTACT = "no_contact"
     NO_ACCESS = "no_access"
     NO_USE = "no_use"
+    # In this order: a withdrawal can only go up it (until the participant rejoins).
     LEVELS = [
         (NO_CONTACT, "No further contact"),
         (NO_ACCESS, "No further access (data already shared stays)"),
         (NO_USE, "No further use (samples and data destroyed)"),
     ]
+    RANK = {NO_CONTACT: 1, NO_ACCESS: 2, NO_USE: 3}
+    # The levels that stop every release of the samples registered before them.
+    STOPS_ACCESS = frozenset({NO_ACCESS, NO_USE})
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="withdrawals")
@@ -330,6 +355,36 @@ class WithdrawalInstruction(models.Model):
     confirmation_entry = models.OneToOneField(
         "ledger.Entry", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # A later, stronger instruction for the same sample (destroy after stop access) closes
+    # this one unconfirmed: the custodian carries out the later one.
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="supersedes"
+    )
+
+    @property
+    def status(self) -> str:
+        if self.confirmed_at is not None:
+            return "confirmed"
+        return "superseded" if self.superseded_by_id is not None else "open"
+
+
+class Rejoin(models.Model):
+    """A participant who withdrew comes back: a signed decision of its own. It ends the
+    withdrawal in force; samples registered before it stay withdrawn (Sample.withdrawn_at)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="rejoins")
+    # The level in force when the participant rejoined.
+    ended_level = models.CharField(max_length=12, choices=Withdrawal.LEVELS)
+    created_at = models.DateTimeField()
+    signed_by = models.CharField(max_length=20)
+    # The signed decision, a JWT VP over {type: RejoinDecision, participant, ...}; its SHA-256
+    # is in the ledger entry's payload.
+    decision_jwt = models.TextField(blank=True, default="")
+    ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
 
 
 class BulkCheck(models.Model):

@@ -11,12 +11,22 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.dateparse import parse_date
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from consent_portal import selectors, services
+from consent_portal import plain, selectors, services
 from consent_portal.models import Consent, ConsentEvent, ConsentRequest, Participant, Purpose, Withdrawal
 from identity import selectors as identity_selectors
+
+
+def _day(text: str):
+    """A YYYY-MM-DD date, or None for anything else (parse_date raises on 2027-02-31)."""
+    try:
+        return parse_date(text)
+    except ValueError:
+        return None
 
 
 def _json_download(data, *, filename: str, content_type: str = "application/json") -> JsonResponse:
@@ -90,28 +100,65 @@ def consents(request, participant):
     )
 
 
+def _confirm(request, participant, context: dict):
+    """The page that says what a decision will do and asks to confirm it. Granting and
+    taking back take the same steps (GDPR Art. 7(3)): a button, then this page."""
+    return render(request, "portal/confirm.html", {
+        "participant": participant, "signing_dids": selectors.signing_dids(participant=participant), **context})
+
+
+def _purpose_words(purpose: Purpose) -> dict:
+    return {
+        "permission": plain.permission_words(purpose.permission_id),
+        "modifiers": [(m.id, m.shorthand, plain.modifier_words(m.id)) for m in purpose.modifiers.all()],
+    }
+
+
 @participant_required
-@require_POST
 def consent_grant(request, participant, slug):
-    purpose = get_object_or_404(Purpose, slug=slug)
-    try:
-        services.consent_grant(
-            participant=participant, purpose=purpose, signed_decision=request.POST.get("signed_decision") or None
-        )
-        messages.success(request, f"You granted consent for “{purpose.title}”.")
-    except services.ConsentStateError as exc:
-        messages.error(request, str(exc))
-    return redirect("portal-consents")
+    purpose = selectors.purpose_for_participant(participant=participant, slug=slug)
+    if purpose is None:
+        raise Http404("No such purpose.")
+    if request.method == "POST":
+        try:
+            services.consent_grant(
+                participant=participant, purpose=purpose, signed_decision=request.POST.get("signed_decision") or None
+            )
+        except services.ConsentStateError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, _("You granted consent for “%(title)s”.") % {"title": purpose.title})
+        return redirect("portal-consents")
+    refusal = services.grant_refusal(participant=participant)
+    if refusal:
+        messages.error(request, refusal)
+        return redirect("portal-consents")
+    return _confirm(request, participant, {
+        "action": "grant", "purpose": purpose, "words": _purpose_words(purpose),
+        "form_action": request.path, "cancel_url": reverse("portal-consents"),
+    })
 
 
 @participant_required
-@require_POST
 def consent_change(request, participant, consent_id, action):
+    if action not in ("suspend", "resume", "revoke"):
+        raise Http404("No such action.")
+    if request.method != "POST":
+        consent = get_object_or_404(
+            Consent.objects.select_related("purpose__permission").exclude(state=Consent.REVOKED),
+            pk=consent_id, participant=participant,
+        )
+        return _confirm(request, participant, {
+            "action": action, "purpose": consent.purpose, "consent": consent,
+            "words": _purpose_words(consent.purpose), "form_action": request.path,
+            "cancel_url": reverse("portal-consents"),
+            "samples": participant.samples.filter(withdrawn_at__isnull=True, destroyed_at__isnull=True).count(),
+        })
     until = None
     if action == "suspend" and request.POST.get("until"):
-        day = parse_date(request.POST["until"])
+        day = _day(request.POST["until"])
         if day is None:
-            messages.error(request, "Give the end of the suspension as a date.")
+            messages.error(request, _("Give the end of the suspension as a date."))
             return redirect("portal-consents")
         until = datetime.combine(day, time.min, tzinfo=UTC)
     try:
@@ -124,7 +171,8 @@ def consent_change(request, participant, consent_id, action):
     except services.ConsentStateError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Consent for “{consent.purpose.title}” is now {consent.state}.")
+        messages.success(request, _("Consent for “%(title)s” is now %(state)s.")
+                         % {"title": consent.purpose.title, "state": consent.state})
     return redirect("portal-consents")
 
 
@@ -137,10 +185,26 @@ def history(request, participant):
 @participant_required
 def credentials(request, participant):
     ids = selectors.participant_credential_ids(participant=participant)
-    documents = [identity_selectors.credential_document(credential_id=i) for i in ids]
     if request.GET.get("format") == "json":
+        documents = [identity_selectors.credential_document(credential_id=i) for i in ids]
         return _json_download(documents, filename="my-credentials.json")
-    return render(request, "portal/credentials.html", {"participant": participant, "documents": documents})
+    # Each credential's live status, from our signed status lists as a verifier reads them:
+    # credential_evidence gives the document and its two bits in one query a credential
+    # (what credential_document alone cost before). The consents give the purpose's title
+    # and a suspension's scheduled end, in one query for all of them.
+    consents = {
+        c.credential_id: c for c in Consent.objects.filter(participant=participant).select_related("purpose")
+    }
+    cards = []
+    for credential_id in ids:
+        evidence = identity_selectors.credential_evidence(credential_id=credential_id)
+        if evidence is None:  # not in identity's store: say so rather than leave it out
+            cards.append({"doc": {"id": credential_id}, "status": "unknown", "consent": consents.get(credential_id)})
+            continue
+        bits = evidence["credential_status"]
+        status = "revoked" if bits["revoked"] else "suspended" if bits["suspended"] else "active"
+        cards.append({"doc": evidence["credential"], "status": status, "consent": consents.get(credential_id)})
+    return render(request, "portal/credentials.html", {"participant": participant, "cards": cards})
 
 
 @participant_required
@@ -159,30 +223,44 @@ def credential_download(request, participant, credential_uuid):
 def requests_list(request, participant):
     return render(
         request, "portal/requests.html",
-        {"participant": participant, "requests": selectors.open_requests(participant=participant),
-         "signing_dids": selectors.signing_dids(participant=participant)},
+        {"participant": participant, "requests": selectors.open_requests(participant=participant)},
     )
 
 
 @participant_required
-@require_POST
 def request_answer(request, participant, request_id):
+    """GET ?scope=study|standing: the page that confirms a yes. POST answer=grant (with the
+    scope) or answer=decline."""
+    if request.method != "POST":
+        try:
+            consent_request, purpose = services.consent_request_purpose(
+                participant=participant, request_id=request_id, scope=request.GET.get("scope", ""))
+        except ConsentRequest.DoesNotExist:
+            raise Http404("No such request.") from None
+        except services.ConsentStateError as exc:
+            messages.error(request, str(exc))
+            return redirect("portal-requests")
+        return _confirm(request, participant, {
+            "action": "grant", "purpose": purpose, "words": _purpose_words(purpose),
+            "consent_request": consent_request, "scope": request.GET["scope"],
+            "form_action": request.path, "cancel_url": reverse("portal-requests"),
+        })
     answer = request.POST.get("answer")
     if answer not in ("grant", "decline"):
-        messages.error(request, "Answer with grant or decline.")
+        messages.error(request, _("Answer with grant or decline."))
         return redirect("portal-requests")
     try:
         services.consent_request_answer(
             participant=participant, request_id=request_id, grant=answer == "grant",
-            signed_decision=request.POST.get("signed_decision") or None,
+            scope=request.POST.get("scope", ""), signed_decision=request.POST.get("signed_decision") or None,
         )
     except ConsentRequest.DoesNotExist:
         raise Http404("No such request.") from None
     except services.ConsentStateError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Thank you: your answer is recorded." if answer == "decline"
-                         else "Thank you: your consent is granted and recorded.")
+        messages.success(request, _("Thank you: your answer is recorded.") if answer == "decline"
+                         else _("Thank you: your consent is granted and recorded."))
     return redirect("portal-requests")
 
 
@@ -191,9 +269,9 @@ def withdraw(request, participant):
     if request.method == "POST":
         level = request.POST.get("level")
         if level not in dict(Withdrawal.LEVELS):
-            messages.error(request, "Choose one of the withdrawal levels.")
+            messages.error(request, _("Choose one of the withdrawal levels."))
         elif request.POST.get("confirm") != "yes":
-            messages.error(request, "Tick the box to confirm that you want to withdraw.")
+            messages.error(request, _("Confirm that you want to withdraw at this level."))
         else:
             try:
                 services.participant_withdraw(
@@ -202,16 +280,39 @@ def withdraw(request, participant):
             except services.ConsentStateError as exc:
                 messages.error(request, str(exc))
             else:
-                messages.success(request, f"Your withdrawal ({dict(Withdrawal.LEVELS)[level]}) is recorded.")
+                messages.success(request, _("Your withdrawal (%(level)s) is recorded.")
+                                 % {"level": dict(Withdrawal.LEVELS)[level]})
         return redirect("portal-withdraw")
+    current = participant.withdrawal_level
     return render(
         request, "portal/withdraw.html",
-        {"participant": participant, "levels": Withdrawal.LEVELS,
+        {"participant": participant,
+         # Only levels further than the one in force can be chosen.
+         "levels": [(value, label, bool(current) and Withdrawal.RANK[value] <= Withdrawal.RANK[current])
+                    for value, label in Withdrawal.LEVELS],
+         "meanings": selectors.WITHDRAWAL_MEANING,
          "withdrawals": selectors.withdrawals_of(participant=participant),
+         "rejoins": participant.rejoins.select_related("ledger_entry"),
          "signing_dids": selectors.signing_dids(participant=participant),
          # Erasure withdraws at no further use first, unless that is done: then it is signed too.
          "erase_withdraws": not selectors.withdrawn_from_use(participant=participant)},
     )
+
+
+@participant_required
+def withdraw_confirm(request, participant):
+    """What a withdrawal at the chosen level will do, and the form that makes it."""
+    level = request.GET.get("level", "")
+    refusal = services.withdrawal_refusal(participant=participant, level=level)
+    if refusal:
+        messages.error(request, refusal if level in dict(Withdrawal.LEVELS) else _("Choose one of the withdrawal levels."))
+        return redirect("portal-withdraw")
+    return _confirm(request, participant, {
+        "action": "withdraw", "level": level, "level_label": dict(Withdrawal.LEVELS)[level],
+        "meaning": selectors.WITHDRAWAL_MEANING[level],
+        "preview": selectors.withdrawal_preview(participant=participant, level=level),
+        "form_action": reverse("portal-withdraw"), "cancel_url": reverse("portal-withdraw"),
+    })
 
 
 @participant_required
@@ -222,8 +323,39 @@ def withdrawal_challenge(request, participant):
         challenge = services.withdrawal_challenge_create(
             participant=participant, level=request.POST.get("level", ""), domain=request.get_host()
         )
-    except ValueError:  # the service knows the levels
-        return JsonResponse({"error": "Choose one of the withdrawal levels."}, status=400)
+    except services.ConsentStateError as exc:  # the service knows the levels and their order
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(challenge)
+
+
+@participant_required
+def rejoin(request, participant):
+    """The page that explains rejoining after a withdrawal, and the signed decision."""
+    if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            messages.error(request, _("Confirm that you want to take part again."))
+            return redirect("portal-rejoin")
+        try:
+            services.participant_rejoin(
+                participant=participant, signed_decision=request.POST.get("signed_decision") or None)
+        except services.ConsentStateError as exc:
+            messages.error(request, str(exc))
+            return redirect("portal-rejoin")
+        messages.success(request, _("Welcome back: you take part again. Choose what you consent to."))
+        return redirect("portal-consents")
+    return render(request, "portal/rejoin.html", {
+        "participant": participant, "signing_dids": selectors.signing_dids(participant=participant),
+        "level_label": dict(Withdrawal.LEVELS).get(participant.withdrawal_level, ""),
+    })
+
+
+@participant_required
+@require_POST
+def rejoin_challenge(request, participant):
+    try:
+        challenge = services.rejoin_challenge_create(participant=participant, domain=request.get_host())
+    except services.ConsentStateError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse(challenge)
 
 
@@ -313,7 +445,7 @@ def decision_challenge(request, participant):
         return JsonResponse({"error": "Unknown action."}, status=400)
     try:
         if action == ConsentEvent.GRANT:
-            purpose = Purpose.objects.filter(slug=request.POST.get("purpose", "")).first()
+            purpose = selectors.purpose_for_participant(participant=participant, slug=request.POST.get("purpose", ""))
             if purpose is None:
                 return JsonResponse({"error": "Unknown purpose."}, status=400)
             challenge = services.decision_challenge_create(
@@ -328,6 +460,8 @@ def decision_challenge(request, participant):
             )
     except Consent.DoesNotExist:
         return JsonResponse({"error": "No such consent."}, status=404)
+    except services.ConsentStateError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse(challenge)
 
 

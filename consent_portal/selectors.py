@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.db import connection
-from django.db.models import Count, Prefetch
+from django.db.models import Count, Prefetch, Q
+from django.utils.translation import gettext_lazy as _
 
-from consent_portal import decisions
+from consent_portal import decisions, plain
 from consent_portal.models import (
     Consent,
     ConsentCheck,
@@ -61,17 +62,37 @@ def purpose_claims(*, purpose: Purpose) -> dict:
     }
     if purpose.disease_id:
         claims["disease"] = purpose.disease_id
+        if purpose.disease_label:
+            claims["diseaseLabel"] = purpose.disease_label
+    if purpose.study_id is not None:
+        # A consent for one study only (DUO:0000027) names the study it permits.
+        claims["study"] = purpose.study.identifier
+        claims["studyTitle"] = purpose.study.title
     return claims
 
 
 def purposes_with_consents(*, participant: Participant) -> list[tuple[Purpose, Consent | None]]:
-    """Every purpose, paired with this participant's live consent for it (if any)."""
+    """Every purpose of the catalogue, and every study-only purpose this participant holds a
+    live consent for, paired with that consent (if any)."""
     live = {
         c.purpose_id: c
         for c in Consent.objects.filter(participant=participant).exclude(state=Consent.REVOKED)
     }
-    purposes = Purpose.objects.select_related("permission").prefetch_related("modifiers")
+    purposes = Purpose.objects.filter(Q(study__isnull=True) | Q(pk__in=live)).select_related(
+        "permission", "study").prefetch_related("modifiers")
     return [(p, live.get(p.pk)) for p in purposes]
+
+
+def purpose_for_participant(*, participant: Participant, slug: str) -> Purpose | None:
+    """A purpose this participant may be offered by slug: the catalogue's, or a study-only
+    one they were asked for or hold."""
+    return (
+        Purpose.objects.select_related("permission", "study").prefetch_related("modifiers")
+        .filter(slug=slug).filter(
+            Q(study__isnull=True) | Q(consents__participant=participant)
+            | Q(pk__in=ConsentRequest.objects.filter(participant=participant).values("study_purpose"))
+        ).distinct().first()
+    )
 
 
 def consent_history(*, participant: Participant):
@@ -155,6 +176,13 @@ def consent_views(*, participant: Participant) -> list[decisions.ConsentView]:
     return consent_views_by_participant(participant_ids=[participant.pk])[participant.pk]
 
 
+def disease_label(*, disease_id: str) -> str:
+    """A disease's name from the loaded hierarchy, or its id when it is not loaded."""
+    if not disease_id:
+        return ""
+    return Disease.objects.filter(pk=disease_id).values_list("label", flat=True).first() or disease_id
+
+
 def disease_lineage(*, disease_id: str) -> tuple[str, ...]:
     """The disease and its ancestors, nearest first; just the id when no hierarchy is loaded."""
     if not disease_id:
@@ -216,6 +244,17 @@ def sample_participants(*, custodian_id: int, identifiers: list[str]) -> dict[st
                 .values_list("identifier", "participant_id"))
 
 
+def sample_holds(*, custodian_id: int, identifiers: list[str]) -> dict[str, dict]:
+    """{sample identifier: {"withdrawn_at", "destroyed_at"}} for those of the identifiers this
+    custodian registered that a withdrawal or a confirmed destruction holds back, in one
+    query (few rows: most samples are not held)."""
+    rows = Sample.objects.filter(custodian_id=custodian_id, identifier__any=identifiers).filter(
+        Q(withdrawn_at__isnull=False) | Q(destroyed_at__isnull=False)
+    ).values_list("identifier", "withdrawn_at", "destroyed_at")
+    return {identifier: {"withdrawn_at": withdrawn_at, "destroyed_at": destroyed_at}
+            for identifier, withdrawn_at, destroyed_at in rows}
+
+
 def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
     """Per consent: its credential, state and the ledger position of its latest event, in
     one query (every consent has at least its grant event). Inclusion proofs are fetched
@@ -240,28 +279,9 @@ def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:
     return evidence
 
 
-_DEPTH = {decisions.NRES: 0, decisions.GRU: 1, decisions.HMB: 2, decisions.POA: 2, decisions.DS: 3}
-
-
-def purpose_for_use(*, use: decisions.Use) -> Purpose | None:
-    """The narrowest purpose whose consent would cover this use: the one a request asks for.
-
-    Narrowest means deepest in the DUO hierarchy, then the most modifiers the study meets."""
-    candidates = []
-    for purpose in Purpose.objects.prefetch_related("modifiers"):
-        view = decisions.ConsentView(
-            consent_id=0, state="granted", permission=purpose.permission_id, disease_id=purpose.disease_id,
-            modifiers=frozenset(m.id for m in purpose.modifiers.all()), params=purpose.modifier_params,
-            granted_on=use.today,
-        )
-        if not decisions.consent_covers(view, use):
-            candidates.append((_DEPTH.get(purpose.permission_id, 0), len(view.modifiers), -purpose.position, purpose))
-    return max(candidates, key=lambda c: c[:3])[3] if candidates else None
-
-
 def request_counts(*, use_ids) -> dict[int, dict[str, int]]:
     """How many were asked and how many answered, per study use; never who."""
-    counts = {pk: {"asked": 0, "granted": 0, "declined": 0, "open": 0} for pk in use_ids}
+    counts = {pk: {"asked": 0, "granted": 0, "declined": 0, "covered": 0, "open": 0} for pk in use_ids}
     rows = ConsentRequest.objects.filter(use_id__in=use_ids).values("use_id", "status").annotate(n=Count("id"))
     for row in rows:
         counts[row["use_id"]][row["status"]] = row["n"]
@@ -269,12 +289,20 @@ def request_counts(*, use_ids) -> dict[int, dict[str, int]]:
     return counts
 
 
-def open_requests(*, participant: Participant):
-    return (
+def open_requests(*, participant: Participant) -> list[ConsentRequest]:
+    """This participant's open requests, newest first, each with `asks`: what its use asks
+    for in plain words (the permission, the disease by name)."""
+    requests = list(
         ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN)
         .select_related("use__study", "use__permission", "purpose")
         .order_by("-created_at")
     )
+    for r in requests:
+        r.asks = {
+            "permission": plain.permission_words(r.use.permission_id),
+            "disease": r.use.disease_label or disease_label(disease_id=r.use.disease_id),
+        }
+    return requests
 
 
 def withdrawal_feed(*, custodian: Custodian, since: int, limit: int):
@@ -305,15 +333,40 @@ def consent_of_custodians_participant(*, credential_id: str, custodian: Custodia
     )
 
 
-_FHIR_STATUS = {Consent.GRANTED: "active", Consent.SUSPENDED: "inactive", Consent.REVOKED: "rejected"}
+# Consent states as R4 ConsentState (http://hl7.org/fhir/consent-state-codes, 4.0.1) defines
+# them: active "is to be followed and enforced"; inactive "is terminated or replaced";
+# rejected "has been rejected by one or more of the parties", a refusal, which a revocation
+# (given, then withdrawn) is not.
+# A suspension has no code of its own in R4. It is exported as inactive, not as active with
+# a deny: Consent.status is a modifier element, and a consumer that reads only the status
+# must not take a consent the participant paused for one "to be followed"; inactive is the
+# fail-closed choice, as the suspended credential is for a verifier. What tells a suspension
+# (temporary) from a revocation (terminated) is the provision: a revoked consent's period
+# ends at the revocation; a suspended consent's period stays open and carries a nested deny
+# provision from the suspension to its scheduled end, if one is set.
+_FHIR_STATUS = {Consent.GRANTED: "active", Consent.SUSPENDED: "inactive", Consent.REVOKED: "inactive"}
 DUO_SYSTEM = "http://purl.obolibrary.org/obo/duo.owl"
+
+
+def _latest_event_at(*, consent: Consent, action: str) -> datetime:
+    """When the consent's latest `action` event happened (one query); the consent's
+    updated_at, which the same transition wrote, if it has no such event."""
+    at = (
+        ConsentEvent.objects.filter(consent=consent, action=action)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return at or consent.updated_at
 
 
 def consent_fhir(*, consent: Consent, credential: dict) -> dict:
     """The consent as a FHIR R4 (4.0.1) Consent resource.
 
     The patient is named only by pseudonym; the purpose and modifiers are DUO codes; the
-    verifiable credential rides along as the source attachment."""
+    verifiable credential rides along as the source attachment. A revoked consent is
+    inactive and its provision's period ends at the revocation; a suspended one is inactive
+    with its period open and a nested deny provision for the suspension (see _FHIR_STATUS)."""
     purpose = consent.purpose
     codes = [{"system": DUO_SYSTEM, "code": purpose.permission_id, "display": purpose.permission.label}]
     codes += [{"system": DUO_SYSTEM, "code": m.id, "display": m.label} for m in purpose.modifiers.all()]
@@ -328,6 +381,13 @@ def consent_fhir(*, consent: Consent, credential: dict) -> dict:
                                                "code": purpose.disease_id, "display": purpose.disease_label}]})
     if not provision["code"]:
         del provision["code"]
+    if consent.state == Consent.REVOKED:
+        provision["period"]["end"] = _latest_event_at(consent=consent, action=ConsentEvent.REVOKE).isoformat()
+    elif consent.state == Consent.SUSPENDED:
+        paused = {"start": _latest_event_at(consent=consent, action=ConsentEvent.SUSPEND).isoformat()}
+        if consent.suspended_until is not None:
+            paused["end"] = consent.suspended_until.isoformat()
+        provision["provision"] = [{"type": "deny", "period": paused}]
     return {
         "resourceType": "Consent",
         "id": consent.credential_id.removeprefix("urn:uuid:"),
@@ -347,9 +407,56 @@ def consent_fhir(*, consent: Consent, credential: dict) -> dict:
     }
 
 
+WITHDRAWAL_MEANING = {
+    Withdrawal.NO_CONTACT: _("The biobank no longer contacts you, and new studies do not ask you. "
+                             "Your consents stay as they are."),
+    Withdrawal.NO_ACCESS: _("Every consent you gave is revoked and custodians no longer give out the samples "
+                            "and data you gave before; data already shared with studies stays with them."),
+    Withdrawal.NO_USE: _("Every consent you gave is revoked and custodians destroy the samples and data you "
+                         "gave before; each confirmation is shown on the Withdraw page."),
+}
+
+
+def participant_status(*, user) -> dict | None:
+    """For a participant's pages: the withdrawal in force (its level, when, what it means)
+    and how many requests are open. One query for both; None for other users."""
+    row = (
+        Participant.objects.filter(user=user)
+        .annotate(open_requests=Count("requests", filter=Q(requests__status=ConsentRequest.OPEN)))
+        .values("pk", "withdrawal_level", "open_requests").first()
+    )
+    if row is None:
+        return None
+    level = row["withdrawal_level"]
+    withdrawal = None
+    if level:
+        since = (Withdrawal.objects.filter(participant_id=row["pk"], level=level)
+                 .values_list("created_at", flat=True).first())
+        withdrawal = {"level": level, "label": dict(Withdrawal.LEVELS)[level], "since": since,
+                      "meaning": WITHDRAWAL_MEANING[level], "stops_access": level in Withdrawal.STOPS_ACCESS}
+    return {"withdrawal": withdrawal, "open_requests": row["open_requests"]}
+
+
+def withdrawal_preview(*, participant: Participant, level: str) -> dict:
+    """What a withdrawal at `level` would do now, for the page that asks to confirm it: the
+    consents it revokes, and how many samples at how many custodians it reaches."""
+    if level not in Withdrawal.STOPS_ACCESS:
+        return {"consents": [], "samples": 0, "custodians": 0}
+    consents = list(
+        Consent.objects.filter(participant=participant).exclude(state=Consent.REVOKED)
+        .select_related("purpose").order_by("purpose__position", "purpose__slug")
+    )
+    samples = participant.samples.filter(destroyed_at__isnull=True)
+    return {
+        "consents": consents,
+        "samples": samples.count(),
+        "custodians": samples.values("custodian").distinct().count(),
+    }
+
+
 def withdrawn_from_use(*, participant: Participant) -> bool:
-    """Whether the participant withdrew at the strongest level (no further use)."""
-    return participant.withdrawals.filter(level=Withdrawal.NO_USE).exists()
+    """Whether the withdrawal in force is the strongest level (no further use)."""
+    return Participant.objects.filter(pk=participant.pk, withdrawal_level=Withdrawal.NO_USE).exists()
 
 
 def signing_dids(*, participant: Participant) -> list[str]:
@@ -385,6 +492,9 @@ class CheckFacts:
     use_disease_id: str
     use_expires_on: date | None
     consents: tuple[CheckConsent, ...]
+    # Sample.withdrawn_at / destroyed_at: set, the sample is denied whatever the consents say.
+    sample_withdrawn_at: datetime | None = None
+    sample_destroyed_at: datetime | None = None
 
 
 def _json_column(value):
@@ -414,7 +524,8 @@ SELECT s.id, s.participant_id,
        c.id, c.state, c.granted_at, c.credential_id,
        p.permission_id, p.disease_id, p.modifier_params, p.slug,
        (SELECT {aggregate}(m.duoterm_id, ',') FROM {modifiers} m WHERE m.purpose_id = p.id),
-       ev.action, ev.created_at, ev.ledger_entry_id
+       ev.action, ev.created_at, ev.ledger_entry_id,
+       s.withdrawn_at, s.destroyed_at
 FROM (SELECT 1 AS one) one
 LEFT JOIN {t[Sample]} s ON s.custodian_id = %s AND s.identifier = %s
 LEFT JOIN {t[Study]} st ON st.identifier = %s
@@ -486,4 +597,5 @@ def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> 
         sample_id=str(uuid.UUID(str(first[0]))) if first[0] is not None else None,
         study=study_facts, use_id=first[14], use_disease_id=first[15] or "",
         use_expires_on=expires_on, consents=tuple(consents),
+        sample_withdrawn_at=_aware(first[29]), sample_destroyed_at=_aware(first[30]),
     )

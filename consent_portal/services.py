@@ -17,9 +17,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.mail import send_mass_mail
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
+from django.utils.text import slugify
 
-from consent_portal import decisions, selectors
+from consent_portal import decisions, plain, selectors
 from consent_portal.models import (
     BulkCheck,
     Consent,
@@ -30,6 +32,7 @@ from consent_portal.models import (
     Erasure,
     Participant,
     Purpose,
+    Rejoin,
     Sample,
     Study,
     StudyUse,
@@ -46,6 +49,14 @@ ETHICS_GROUP = "ethics-committee"
 
 class ConsentStateError(ValueError):
     """The change asked for is not possible from the consent's current state."""
+
+
+class InstructionClosedError(ConsentStateError):
+    """A withdrawal instruction that can no longer be confirmed; `code` says why."""
+
+    def __init__(self, message: str, *, code: str):
+        super().__init__(message)
+        self.code = code
 
 
 # Participants ----------------------------------------------------------------------------
@@ -213,6 +224,9 @@ def decision_challenge_create(
         purpose = consent.purpose
     elif purpose is None or consent_id is not None:
         raise ValueError("A grant names a purpose and no consent.")
+    if action in (ConsentEvent.GRANT, ConsentEvent.RESUME):
+        # Refused before the browser is asked to sign what would be refused anyway.
+        _refuse_while_withdrawn(participant=participant)
     challenge = identity_services.challenge_create(
         purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
         expected=_decision(participant=participant, action=action, purpose=purpose, consent_id=consent_id),
@@ -299,6 +313,7 @@ def consent_grant(*, participant: Participant, purpose: Purpose, signed_decision
         # Lock the participant so two grants for the same purpose cannot race (and read its
         # custody and DID as they are now).
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        _refuse_while_withdrawn(participant=participant)
         if Consent.objects.filter(participant=participant, purpose=purpose).exclude(
             state=Consent.REVOKED
         ).exists():
@@ -321,7 +336,23 @@ def consent_grant(*, participant: Participant, purpose: Purpose, signed_decision
             signed_decision=signed_decision, now=now,
         )
         _consent_event_record(consent=consent, action=ConsentEvent.GRANT, now=now, signature=signature)
+        _requests_close_covered(participant=participant, now=now)
     return consent
+
+
+def grant_refusal(*, participant: Participant) -> str | None:
+    """Why this participant cannot give consent now, or None. No consent is given while a
+    withdrawal from access or use is in force: rejoining comes first, as a decision of its own."""
+    if participant.withdrawal_level in Withdrawal.STOPS_ACCESS:
+        return (f"You have withdrawn from the biobank (“{_LEVEL_LABELS[participant.withdrawal_level]}”), so "
+                "no consent can be given. To take part again, rejoin first: that is a decision of its own.")
+    return None
+
+
+def _refuse_while_withdrawn(*, participant: Participant) -> None:
+    refusal = grant_refusal(participant=participant)
+    if refusal:
+        raise ConsentStateError(refusal)
 
 
 # action -> (states it may start from, state it leaves, the credential status change)
@@ -363,6 +394,8 @@ def consent_change(
             raise Consent.DoesNotExist("No such consent for this participant.")
         if consent.state not in allowed_from:
             raise ConsentStateError(f"A {consent.state} consent cannot be {action}d.")
+        if action == ConsentEvent.RESUME:
+            _refuse_while_withdrawn(participant=consent.participant)
         signature = _decision_signature(
             participant=consent.participant, action=action, purpose=consent.purpose, consent_id=consent.pk,
             signed_decision=signed_decision, now=now,
@@ -463,10 +496,17 @@ def custodian_create(*, name: str, token: str | None = None) -> tuple[Custodian,
 
 
 def sample_register(*, custodian: Custodian, identifier: str, participant: Participant, kind: str) -> Sample:
-    """Raises IntegrityError when this custodian already registered the identifier."""
+    """Raises IntegrityError when this custodian already registered the identifier.
+
+    A sample registered while the participant is withdrawn from access or use is withdrawn
+    from the start: only a rejoin lets later samples be used. The participant's row lock
+    orders this against a withdrawal being made at the same moment."""
     with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        withdrawn = participant.withdrawal_level in Withdrawal.STOPS_ACCESS
         return Sample.objects.create(
-            custodian=custodian, identifier=identifier, participant=participant, kind=kind
+            custodian=custodian, identifier=identifier, participant=participant, kind=kind,
+            withdrawn_at=timezone.now() if withdrawn else None,
         )
 
 
@@ -503,6 +543,20 @@ def _approved_use(*, study: Study, purpose: str, today) -> tuple[StudyUse | None
     return (None if reasons else use), reasons
 
 
+def _sample_hold_reason(*, sample: str, destroyed_at, withdrawn_at) -> decisions.Reason:
+    """Why a sample is denied whatever its participant's consents say: its destruction was
+    confirmed, or its participant withdrew from access or use after it was registered (or
+    had withdrawn when it was)."""
+    if destroyed_at is not None:
+        return decisions.Reason(
+            "sample_destroyed",
+            f"Sample '{sample}' was destroyed (confirmed {destroyed_at.date().isoformat()}); it can never be released.")
+    return decisions.Reason(
+        "withdrawn",
+        f"The participant withdrew from further access or use ({withdrawn_at.date().isoformat()}); sample "
+        f"'{sample}', registered before they rejoined, may not be released whatever they consent to later.")
+
+
 def _use_facts(*, study: Study, use: StudyUse, today) -> decisions.Use:
     return decisions.Use(
         permission=use.permission_id,
@@ -534,6 +588,9 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
     elif facts.study is None:
         unknown = "unknown_study"
         reasons = [decisions.Reason(unknown, f"No study '{study}' is registered.")]
+    elif facts.sample_destroyed_at is not None or facts.sample_withdrawn_at is not None:
+        reasons = [_sample_hold_reason(sample=sample, destroyed_at=facts.sample_destroyed_at,
+                                       withdrawn_at=facts.sample_withdrawn_at)]
     else:
         reasons = _approval_reasons(study=study, purpose=purpose, found=facts.use_id is not None,
                                     expires_on=facts.use_expires_on, today=today)
@@ -546,11 +603,18 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
     evidence = _check_evidence(sample=sample, study=study, purpose=purpose, consent=named)
     if decision == ConsentCheck.PERMIT and not evidence["consent"]["verification"]["verified"]:
         # The database says yes; the credential must say so too (signature, trusted issuer,
-        # expiry, status lists), or the custodian gets no permit.
-        failed = {k: v for k, v in evidence["consent"]["verification"]["checks"].items() if v not in ("ok", "active")}
+        # expiry, status lists), or the custodian gets no permit. The message names every
+        # failing check and why; status lists published under another SITE_URL (a
+        # configuration problem) add a reason of their own.
+        verification = evidence["consent"]["verification"]
         decision = ConsentCheck.DENY
-        reasons = [decisions.Reason("credential_not_verified",
-                                    f"The consent credential does not verify: {failed}.")]
+        reasons = [decisions.Reason(
+            "credential_not_verified",
+            f"The consent credential does not verify: {identity_selectors.verification_failure(verification)}",
+        )]
+        site_url_mismatch = identity_selectors.verification_site_url_mismatch(verification)
+        if site_url_mismatch:
+            reasons.append(decisions.Reason("status_list_foreign", site_url_mismatch))
     check = ConsentCheck(
         custodian=custodian,
         sample_identifier=sample,
@@ -616,6 +680,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
     today = now.date()
     use, study_reasons = _approved_use(study=study, purpose=purpose, today=today)
     participants = selectors.sample_participants(custodian_id=custodian.pk, identifiers=samples)
+    holds = selectors.sample_holds(custodian_id=custodian.pk, identifiers=samples)
     consents = selectors.consent_shapes_by_participant(participant_ids=set(participants.values())) if use else None
     use_facts = _use_facts(study=study, use=use, today=today) if use else None
     named_ids = set()
@@ -630,6 +695,8 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
             decision, reasons = "deny", [{
                 "code": "unknown_sample",
                 "message": f"No sample '{identifier}' is registered to this custodian."}]
+        elif identifier in holds:
+            decision, reasons = "deny", [_sample_hold_reason(sample=identifier, **holds[identifier]).as_dict()]
         elif use is None:
             decision, reasons = "deny", study_reason_dicts
         else:
@@ -715,34 +782,79 @@ def _check_evidence(*, sample: str, study: str, purpose: str, consent: selectors
 # Dynamic consent: requests from approved studies -------------------------------------------
 
 
+def use_purposes_ensure(*, use: StudyUse) -> tuple[Purpose, Purpose]:
+    """The two purposes a yes to a request can grant, made if the catalogue lacks them:
+    the standing purpose exactly as the use asks (its permission and, for disease-specific
+    research, its disease; no broader term ever stands in) and the same limited to this
+    study (DUO:0000027, project specific, naming the study). Safe to call again."""
+    standing = (
+        Purpose.objects.filter(permission_id=use.permission_id, disease_id=use.disease_id, study__isnull=True)
+        .annotate(n_modifiers=Count("modifiers")).filter(n_modifiers=0).order_by("position", "pk").first()
+    )
+    disease_label = use.disease_label or selectors.disease_label(disease_id=use.disease_id)
+    if use.disease_id:
+        title = f"Research on {disease_label}"
+        explanation = (f"Research about {disease_label} and the diseases within it only; "
+                       "no other research.")
+    else:
+        title = plain.PERMISSION_TITLES.get(use.permission_id, use.permission.label)
+        explanation = plain.permission_words(use.permission_id) + "."
+    if standing is None:
+        base = slugify(f"{use.permission.shorthand or use.permission_id} {use.disease_id}")[:40] or "purpose"
+        slug, n = base, 1
+        while Purpose.objects.filter(slug=slug).exists():
+            n += 1
+            slug = f"{base}-{n}"
+        standing = Purpose.objects.create(
+            slug=slug, title=title, explanation=explanation, permission_id=use.permission_id,
+            disease_id=use.disease_id, disease_label=disease_label if use.disease_id else "",
+            position=Purpose.objects.count(),
+        )
+    study = use.study
+    only, _ = Purpose.objects.get_or_create(
+        slug=f"study-use-{use.pk}",
+        defaults={
+            "title": f"{standing.title}, for the study “{study.title}” only",
+            "explanation": (f"{standing.explanation} Only the study “{study.title}” ({study.institution}) "
+                            "may use your samples and data for it; any other study has to ask you again."),
+            "permission_id": use.permission_id, "disease_id": use.disease_id,
+            "disease_label": standing.disease_label, "study": study,
+            "modifier_params": {decisions.PS: {"project": study.identifier}},
+            "position": standing.position,
+        },
+    )
+    if not only.modifiers.exists():
+        only.modifiers.set([decisions.PS])
+    return standing, only
+
+
 def consent_requests_create(*, use_id: int) -> int:
     """Ask every participant without a covering consent to consider an approved use.
 
-    Participants who ever granted a covering consent (even if they since revoked it) or who
-    withdrew at any level are not asked. Returns how many were asked; each with an e-mail
-    address on file gets one through Django's mail backend.
+    Participants who ever gave a consent that covers the use (even if they since revoked
+    it) or whose withdrawal is in force are not asked. Each request offers the use exactly
+    as asked, for this study only or as a standing purpose (use_purposes_ensure). Returns
+    how many were asked; each with an e-mail address on file gets one through Django's mail
+    backend.
     """
-    use = StudyUse.objects.select_related("study").get(pk=use_id)
+    use = StudyUse.objects.select_related("study", "permission").get(pk=use_id)
     today = timezone.now().date()
     if use.status != StudyUse.APPROVED or (use.expires_on and use.expires_on < today):
         return 0
     facts = _use_facts(study=use.study, use=use, today=today)
-    purpose = selectors.purpose_for_use(use=facts)
-    if purpose is None:
-        return 0
+    with transaction.atomic():
+        purpose, study_purpose = use_purposes_ensure(use=use)
     candidates = list(
-        Participant.objects.filter(user__isnull=False, withdrawals__isnull=True)
+        Participant.objects.filter(user__isnull=False, withdrawal_level="")
         .exclude(requests__use=use)
         .values_list("pk", flat=True)
     )
     views = selectors.consent_views_by_participant(participant_ids=candidates)
-    asked = [
-        pid for pid in candidates
-        if not any(decisions.permission_covers(v.permission, facts.permission) for v in views[pid])
-    ]
+    asked = [pid for pid in candidates if not any(not decisions.consent_covers(v, facts) for v in views[pid])]
     with transaction.atomic():
         ConsentRequest.objects.bulk_create(
-            [ConsentRequest(use=use, participant_id=pid, purpose=purpose) for pid in asked],
+            [ConsentRequest(use=use, participant_id=pid, purpose=purpose, study_purpose=study_purpose)
+             for pid in asked],
             ignore_conflicts=True,
         )
     emails = list(
@@ -766,30 +878,85 @@ def consent_requests_create(*, use_id: int) -> int:
     return len(asked)
 
 
+REQUEST_SCOPES = ("study", "standing")
+_REQUEST_CLOSED = "This request is closed: it was answered, or a consent you gave already covers it."
+
+
+def consent_request_purpose(*, participant: Participant, request_id: int, scope: str) -> tuple[ConsentRequest, Purpose]:
+    """An open request of this participant and the purpose a yes with `scope` grants:
+    "study" (this study only) or "standing" (the use exactly as asked, for any approved
+    study). Requests made before both were offered get them here."""
+    request = (
+        ConsentRequest.objects.select_related("use__study", "use__permission", "purpose", "study_purpose")
+        .filter(pk=request_id, participant=participant).first()
+    )
+    if request is None:
+        raise ConsentRequest.DoesNotExist("No such request for this participant.")
+    if request.status != ConsentRequest.OPEN:
+        raise ConsentStateError(_REQUEST_CLOSED)
+    if scope not in REQUEST_SCOPES:
+        raise ConsentStateError("Choose this study only, or every approved study of this kind.")
+    standing, only = request.purpose, request.study_purpose
+    if only is None or not _exactly_as_asked(purpose=standing, use=request.use):
+        with transaction.atomic():
+            standing, only = use_purposes_ensure(use=request.use)
+            ConsentRequest.objects.filter(pk=request.pk).update(purpose=standing, study_purpose=only)
+        request.purpose, request.study_purpose = standing, only
+    return request, (only if scope == "study" else standing)
+
+
+def _exactly_as_asked(*, purpose: Purpose, use: StudyUse) -> bool:
+    return (purpose.permission_id == use.permission_id and purpose.disease_id == use.disease_id
+            and purpose.study_id is None and not purpose.modifiers.exists())
+
+
 def consent_request_answer(
-    *, participant: Participant, request_id: int, grant: bool, signed_decision: str | None = None
+    *, participant: Participant, request_id: int, grant: bool, scope: str = "",
+    signed_decision: str | None = None,
 ) -> ConsentRequest:
-    """The participant's answer; a yes grants the requested purpose through consent_grant,
-    signed in the browser when the participant holds their own key."""
+    """The participant's answer. A yes grants, through consent_grant, the purpose `scope`
+    names (consent_request_purpose): never broader than the request shows. It is signed in
+    the browser when the participant holds their own key."""
     with transaction.atomic():
+        if grant:
+            _, purpose = consent_request_purpose(participant=participant, request_id=request_id, scope=scope)
         request = (
-            ConsentRequest.objects.select_for_update().select_related("purpose")
+            ConsentRequest.objects.select_for_update()
             .filter(pk=request_id, participant=participant).first()
         )
         if request is None:
             raise ConsentRequest.DoesNotExist("No such request for this participant.")
         if request.status != ConsentRequest.OPEN:
-            raise ConsentStateError("This request has already been answered.")
+            raise ConsentStateError(_REQUEST_CLOSED)
         if grant:
-            live = Consent.objects.filter(participant=participant, purpose=request.purpose).exclude(
+            live = Consent.objects.filter(participant=participant, purpose=purpose).exclude(
                 state=Consent.REVOKED
             )
             if not live.exists():
-                consent_grant(participant=participant, purpose=request.purpose, signed_decision=signed_decision)
+                consent_grant(participant=participant, purpose=purpose, signed_decision=signed_decision)
         request.status = ConsentRequest.GRANTED if grant else ConsentRequest.DECLINED
         request.answered_at = timezone.now()
         request.save(update_fields=["status", "answered_at"])
     return request
+
+
+def _requests_close_covered(*, participant: Participant, now) -> int:
+    """Close this participant's open requests that a consent in force now covers (given on
+    the consents page, or in answer to another request): nothing is left to ask."""
+    open_requests = list(
+        ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN)
+        .select_related("use__study")
+    )
+    if not open_requests:
+        return 0
+    views = [v for v in selectors.consent_views(participant=participant) if v.state == Consent.GRANTED]
+    today = now.date()
+    covered = [
+        r.pk for r in open_requests
+        if any(not decisions.consent_covers(v, _use_facts(study=r.use.study, use=r.use, today=today)) for v in views)
+    ]
+    return ConsentRequest.objects.filter(pk__in=covered, status=ConsentRequest.OPEN).update(
+        status=ConsentRequest.COVERED, answered_at=now)
 
 
 # Suspensions that end by themselves -------------------------------------------------------------
@@ -820,17 +987,38 @@ _WITHDRAWAL_ACTIONS = {
     Withdrawal.NO_ACCESS: WithdrawalInstruction.STOP_ACCESS,
     Withdrawal.NO_USE: WithdrawalInstruction.DESTROY,
 }
+# An instruction asks for at least what a weaker one asked: destroying stops access too.
+_INSTRUCTION_RANK = {WithdrawalInstruction.STOP_ACCESS: 1, WithdrawalInstruction.DESTROY: 2}
+_LEVEL_LABELS = dict(Withdrawal.LEVELS)
 
 
 def _withdrawal_decision(*, participant: Participant, level: str) -> dict:
     return {"type": "WithdrawalDecision", "participant": participant.did, "level": level}
 
 
+def withdrawal_refusal(*, participant: Participant, level: str) -> str | None:
+    """Why a withdrawal at `level` cannot be made now, or None when it can. A withdrawal
+    only goes further (no further contact < access < use) until the participant rejoins."""
+    if level not in _WITHDRAWAL_ACTIONS:
+        return f"Unknown withdrawal level '{level}'."
+    current = participant.withdrawal_level
+    if not current:
+        return None
+    if current == level:
+        return f"You have already withdrawn at “{_LEVEL_LABELS[current]}”."
+    if Withdrawal.RANK[level] < Withdrawal.RANK[current]:
+        return (f"You have withdrawn at “{_LEVEL_LABELS[current]}”, which already goes further than "
+                f"“{_LEVEL_LABELS[level]}”. A withdrawal can only go further; to take part again, rejoin.")
+    return None
+
+
 def withdrawal_challenge_create(*, participant: Participant, level: str, domain: str) -> dict:
     """The exact withdrawal the participant's browser is to sign, with a one-time nonce, in
-    decision_challenge_create's shape: {"nonce", "domain", "decision"}."""
-    if level not in _WITHDRAWAL_ACTIONS:
-        raise ValueError(f"Unknown withdrawal level '{level}'.")
+    decision_challenge_create's shape: {"nonce", "domain", "decision"}. Raises
+    ConsentStateError, with the sentence to show, for a withdrawal that cannot be made."""
+    refusal = withdrawal_refusal(participant=participant, level=level)
+    if refusal:
+        raise ConsentStateError(refusal)
     challenge = identity_services.challenge_create(
         purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
         expected=_withdrawal_decision(participant=participant, level=level),
@@ -839,9 +1027,12 @@ def withdrawal_challenge_create(*, participant: Participant, level: str, domain:
 
 
 def participant_withdraw(*, participant: Participant, level: str, signed_decision: str | None = None) -> Withdrawal:
-    """Withdraw at one level. No further access or use revokes every live consent and tells
-    each custodian holding the participant's samples what to do; no further use asks them to
-    destroy samples and data.
+    """Withdraw at one level, or further than before. No further access or use revokes every
+    live consent, marks every sample registered until now as withdrawn (no check permits it
+    again, whatever is granted later) and tells each custodian holding them what to do; no
+    further use asks them to destroy samples and data. A repeat or a lower level is refused
+    with a sentence (ConsentStateError); a stronger instruction closes the weaker one still
+    open for the same sample.
 
     The withdrawal is a signed decision like a consent change: with a self-held key,
     `signed_decision` is the participant's JWT VP over it (withdrawal_challenge_create);
@@ -852,8 +1043,11 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
         raise ValueError(f"Unknown withdrawal level '{level}'.")
     now = timezone.now()
     with transaction.atomic():
-        # Lock the participant, and read its custody and DID as they are now.
+        # Lock the participant, and read its custody, DID and withdrawal as they are now.
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        refusal = withdrawal_refusal(participant=participant, level=level)
+        if refusal:
+            raise ConsentStateError(refusal)
         signature = _signature(
             participant=participant, expected=_withdrawal_decision(participant=participant, level=level),
             signed_decision=signed_decision, now=now,
@@ -865,9 +1059,13 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
             ).exclude(state=Consent.REVOKED)
             for consent in live:
                 _consent_transition(consent=consent, action=ConsentEvent.REVOKE, now=now, signature=signature)
+            # Registration locks the participant too, so no sample slips in unmarked.
+            Sample.objects.filter(participant=participant, withdrawn_at__isnull=True).update(withdrawn_at=now)
         ConsentRequest.objects.filter(participant=participant, status=ConsentRequest.OPEN).update(
             status=ConsentRequest.DECLINED, answered_at=now
         )
+        participant.withdrawal_level = level
+        participant.save(update_fields=["withdrawal_level"])
         withdrawal = Withdrawal(
             participant=participant, level=level, created_at=now,
             signed_by=signature.signed_by, decision_jwt=signature.token,
@@ -887,17 +1085,86 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
         )
         withdrawal.save(force_insert=True)
         if action is not None:
-            WithdrawalInstruction.objects.bulk_create(
-                [
-                    WithdrawalInstruction(withdrawal=withdrawal, sample=sample, action=action, created_at=now)
-                    for sample in participant.samples.order_by("registered_at")
-                ]
-            )
+            _withdrawal_instructions_issue(withdrawal=withdrawal, action=action, now=now)
     return withdrawal
 
 
+def _withdrawal_instructions_issue(*, withdrawal: Withdrawal, action: str, now) -> None:
+    """One instruction per sample not destroyed yet that no instruction as strong already
+    covers (open or carried out); an open weaker one is closed as superseded by the new one."""
+    samples = list(withdrawal.participant.samples.filter(destroyed_at__isnull=True).order_by("registered_at"))
+    standing: dict = {}  # sample id -> its instructions not superseded
+    for instruction in WithdrawalInstruction.objects.filter(
+        sample__in=samples, superseded_by__isnull=True
+    ).select_for_update():
+        standing.setdefault(instruction.sample_id, []).append(instruction)
+    rank = _INSTRUCTION_RANK[action]
+    for sample in samples:
+        earlier = standing.get(sample.pk, [])
+        if any(_INSTRUCTION_RANK[i.action] >= rank for i in earlier):
+            continue
+        instruction = WithdrawalInstruction.objects.create(
+            withdrawal=withdrawal, sample=sample, action=action, created_at=now
+        )
+        WithdrawalInstruction.objects.filter(
+            pk__in=[i.pk for i in earlier if i.confirmed_at is None]
+        ).update(superseded_by=instruction)
+
+
+def _rejoin_decision(*, participant: Participant) -> dict:
+    return {"type": "RejoinDecision", "participant": participant.did, "ends": participant.withdrawal_level}
+
+
+def rejoin_challenge_create(*, participant: Participant, domain: str) -> dict:
+    """The exact rejoin decision the participant's browser is to sign, with a one-time nonce."""
+    if not participant.withdrawal_level:
+        raise ConsentStateError("You have not withdrawn: there is nothing to rejoin.")
+    challenge = identity_services.challenge_create(
+        purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
+        expected=_rejoin_decision(participant=participant),
+    )
+    return {"nonce": challenge.nonce, "domain": domain, "decision": challenge.expected["decision"]}
+
+
+def participant_rejoin(*, participant: Participant, signed_decision: str | None = None) -> Rejoin:
+    """A participant who withdrew takes part again: a deliberate, signed decision of its own,
+    recorded on the ledger. It ends the withdrawal in force, so the participant can grant
+    consent and be asked by new studies again; samples registered before it stay withdrawn
+    (their Sample.withdrawn_at), so new consent covers only samples registered after it."""
+    now = timezone.now()
+    with transaction.atomic():
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        if not participant.withdrawal_level:
+            raise ConsentStateError("You have not withdrawn: there is nothing to rejoin.")
+        signature = _signature(
+            participant=participant, expected=_rejoin_decision(participant=participant),
+            signed_decision=signed_decision, now=now,
+        )
+        rejoin = Rejoin(
+            participant=participant, ended_level=participant.withdrawal_level, created_at=now,
+            signed_by=signature.signed_by, decision_jwt=signature.token,
+        )
+        rejoin.ledger_entry = ledger_services.entry_append(
+            kind="participant.rejoined",
+            payload={
+                "type": "participant.rejoined",
+                "rejoin": str(rejoin.id),
+                "participant": str(participant.pseudonym),
+                "ended_level": participant.withdrawal_level,
+                "at": now.isoformat(),
+                "signed_by": signature.signed_by,
+                "decision_sha256": hashlib.sha256(signature.token.encode()).hexdigest(),
+            },
+        )
+        rejoin.save(force_insert=True)
+        participant.withdrawal_level = ""
+        participant.save(update_fields=["withdrawal_level"])
+    return rejoin
+
+
 def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> WithdrawalInstruction:
-    """A custodian confirms it carried out an instruction; the confirmation is sealed."""
+    """A custodian confirms it carried out an instruction; the confirmation is sealed. A
+    confirmed destruction denies the sample for ever."""
     now = timezone.now()
     with transaction.atomic():
         instruction = (
@@ -909,7 +1176,11 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
         if instruction is None:
             raise WithdrawalInstruction.DoesNotExist(f"No instruction {seq} for this custodian.")
         if instruction.confirmed_at is not None:
-            raise ConsentStateError(f"Instruction {seq} was already confirmed.")
+            raise InstructionClosedError(f"Instruction {seq} was already confirmed.", code="already_confirmed")
+        if instruction.superseded_by_id is not None:
+            raise InstructionClosedError(
+                f"Instruction {seq} was superseded by instruction {instruction.superseded_by_id} "
+                "(the participant withdrew further): carry out and confirm that one.", code="superseded")
         instruction.confirmed_at = now
         instruction.confirmation_entry = ledger_services.entry_append(
             kind="withdrawal.confirmed",
@@ -925,6 +1196,8 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
             },
         )
         instruction.save(update_fields=["confirmed_at", "confirmation_entry"])
+        if instruction.action == WithdrawalInstruction.DESTROY:
+            Sample.objects.filter(pk=instruction.sample_id, destroyed_at__isnull=True).update(destroyed_at=now)
     return instruction
 
 

@@ -132,6 +132,10 @@ def _instruction_body(instruction) -> dict:
         "action": instruction.action,
         "level": instruction.withdrawal.level,
         "issued_at": instruction.created_at,
+        # open, confirmed, or superseded (a later instruction for the same sample, destroy
+        # after stop access, replaced it: carry out and confirm that one).
+        "status": instruction.status,
+        "superseded_by": instruction.superseded_by_id,
         "confirmed_at": instruction.confirmed_at,
         "confirmation_ledger_index": instruction.confirmation_entry.index if instruction.confirmation_entry else None,
         # What the instruction rests on, for a custodian about to destroy a sample: who signed
@@ -168,8 +172,8 @@ class WithdrawalConfirmView(APIView):
             instruction = services.withdrawal_instruction_confirm(custodian=request.user, seq=seq)
         except WithdrawalInstruction.DoesNotExist as exc:
             raise NotFound(str(exc)) from None
-        except services.ConsentStateError as exc:
-            return Response({"error": "already_confirmed", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except services.InstructionClosedError as exc:
+            return Response({"error": exc.code, "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(_instruction_body(instruction))
 
 

@@ -56,3 +56,33 @@ def screenshot(page):
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
     return take
+
+
+# axe-core from npm (tests/browser/node, pinned in its package-lock.json), injected from disk.
+AXE = Path(__file__).resolve().parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture
+def look(page):
+    """Screenshots of the current page at a phone's width (390 px) and at 1280 px, and
+    axe-core's WCAG 2.1 A/AA check at each: returns the violations, which a test asserts empty."""
+    if not AXE.exists():
+        require_or_skip(f"axe-core is not installed at {AXE} (npm ci --prefix tests/browser/node)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(name):
+        found = []
+        for width in (390, 1280):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+            if not page.evaluate("() => !!window.axe"):
+                page.add_script_tag(path=str(AXE))
+            result = page.evaluate(
+                """() => axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"""
+            )
+            found += [f"{width}px {v['id']}: {v['help']} ({len(v['nodes'])} nodes: "
+                      f"{[n['target'] for n in v['nodes']][:3]})" for v in result["violations"]]
+        page.set_viewport_size({"width": 1280, "height": 900})
+        return found
+
+    return take

@@ -25,12 +25,16 @@ def test_sign_up_grant_and_revoke_in_chromium(page, screenshot):
     page.click("text=My consents")
     row = page.locator("tr[data-purpose=general-research]")
     expect(row.get_by_test_id("state")).to_have_text("not granted")
-    row.get_by_role("button", name="Grant").click()
+    row.get_by_role("link", name="Grant").click()
+    expect(page.get_by_test_id("purpose-allows")).to_contain_text("DUO:0000042")
+    page.get_by_test_id("confirm").click()
     expect(page.locator(".messages")).to_contain_text("You granted consent")
     expect(row.get_by_test_id("state")).to_have_text("granted")
     screenshot("consents-granted")
 
-    row.get_by_role("button", name="Revoke").click()
+    row.get_by_role("link", name="Revoke").click()
+    expect(page.get_by_test_id("consequences")).to_contain_text("This is final.")
+    page.get_by_test_id("confirm").click()
     expect(page.locator(".messages")).to_contain_text("now revoked")
     expect(row.get_by_test_id("state")).to_have_text("not granted")
 
@@ -63,7 +67,7 @@ def test_ethics_member_approves_a_study_in_chromium(page, screenshot):
     screenshot("ethics-dashboard")
 
 
-def test_answer_a_study_request_and_withdraw_in_chromium(page, screenshot):
+def test_answer_a_disease_request_for_this_study_only_then_withdraw_and_try_to_grant(page, look):
     demo.demo_load()
     participant = services.Participant.objects.get(user__username="participant")
     use = services.StudyUse.objects.get(study__identifier="diabetes-genomics-2026", permission_id="DUO:0000007")
@@ -76,22 +80,55 @@ def test_answer_a_study_request_and_withdraw_in_chromium(page, screenshot):
     # The demo approved the study's HMB use; approving its DS use just now asked again.
     requests = page.get_by_test_id("request")
     expect(requests).to_have_count(2)
+    expect(page.get_by_role("link", name="Requests (2 open)")).to_be_visible()
     ds_request = requests.filter(has_text="DUO:0000007")
     expect(ds_request).to_contain_text("Genomic risk factors of type 2 diabetes")
-    screenshot("requests")
-    ds_request.get_by_role("button", name="Grant").click()
+    # The card names the disease, in words and by its code.
+    expect(ds_request.get_by_test_id("asks")).to_contain_text("Only research on type 2 diabetes mellitus")
+    expect(ds_request.get_by_test_id("asks")).to_contain_text("MONDO:0005148")
+    assert look("requests") == []
+    ds_request.get_by_test_id("yes-study").click()
+    expect(page.get_by_test_id("purpose-allows")).to_contain_text("DUO:0000027")
+    expect(page.get_by_test_id("purpose-allows")).to_contain_text("type 2 diabetes mellitus")
+    assert look("confirm-grant-study-only") == []
+    page.get_by_test_id("confirm").click()
     expect(page.locator(".messages")).to_contain_text("your consent is granted")
-    assert participant.consents.get().purpose.slug == "diabetes-research"
+    expect(page.get_by_role("link", name="Requests (1 open)")).to_be_visible()
+    consent = participant.consents.get()
+    assert consent.purpose.study.identifier == "diabetes-genomics-2026"
+    assert consent.purpose.modifier_params == {"DUO:0000027": {"project": "diabetes-genomics-2026"}}
+    page.click("text=My consents")
+    expect(page.locator(f"tr[data-purpose={consent.purpose.slug}]")).to_contain_text("Only the study")
+    assert look("consents") == []
 
     page.click("text=Withdraw")
+    assert look("withdraw") == []
     page.check("input[value=no_use]")
-    page.check("input[name=confirm]")
-    page.get_by_role("button", name="Withdraw").click()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_test_id("consequences")).to_contain_text("to be destroyed")
+    assert look("confirm-withdraw") == []
+    page.get_by_test_id("confirm").click()
     expect(page.locator(".messages")).to_contain_text("No further use")
-    expect(page.get_by_test_id("confirmation")).to_contain_text("awaiting the custodian")
-    screenshot("withdraw")
+    expect(page.get_by_test_id("confirmation").first).to_contain_text("awaiting the custodian")
+    assert look("withdrawn") == []  # with the flash message and the banner
     assert participant.consents.get().state == "revoked"
     # A custodial participant's withdrawal is signed by the portal, and says so.
     expect(page.get_by_test_id("signed-by")).to_have_text("portal-custodial-key")
     assert participant.withdrawals.get().signed_by == "portal-custodial-key"
     assert participant.consents.get().events.get(action="revoke").signed_by == "portal-custodial-key"
+
+    # Then trying to grant: no Grant on offer, the withdrawal on every page, and the grant
+    # address itself refuses.
+    page.click("text=My consents")
+    expect(page.get_by_test_id("withdrawal-banner")).to_contain_text("No further use")
+    expect(page.get_by_role("link", name=re.compile("^Grant"))).to_have_count(0)
+    expect(page.locator("tr[data-purpose=health-medical-research]")).to_contain_text("Rejoin to give consent")
+    assert look("consents-withdrawn") == []
+    page.goto("/portal/consents/grant/health-medical-research/")
+    expect(page.locator(".messages")).to_contain_text("rejoin first")
+    assert participant.consents.count() == 1
+    page.click("text=History")
+    expect(page.get_by_test_id("withdrawal-banner")).to_be_visible()
+    page.get_by_test_id("withdrawal-banner").get_by_role("link").click()
+    expect(page.get_by_test_id("rejoin-meaning")).to_contain_text("stay withdrawn")
+    assert look("rejoin") == []

@@ -110,13 +110,16 @@ def test_answering_a_request_grants_or_declines_and_the_study_sees_only_counts(m
     use = study.uses.get()
     services.study_use_decide(use_id=use.pk, approve=True, member=None)
     services.consent_requests_create(use_id=use.pk)
-    services.consent_request_answer(participant=yes, request_id=yes.requests.get().pk, grant=True)
+    with pytest.raises(services.ConsentStateError, match="Choose this study only"):
+        services.consent_request_answer(participant=yes, request_id=yes.requests.get().pk, grant=True)
+    services.consent_request_answer(participant=yes, request_id=yes.requests.get().pk, grant=True, scope="standing")
     services.consent_request_answer(participant=no, request_id=no.requests.get().pk, grant=False)
+    # The catalogue's purpose exactly as asked (HMB, no modifiers).
     assert Consent.objects.get(participant=yes).purpose.slug == "health-medical-research"
     assert not Consent.objects.filter(participant=no).exists()
     from consent_portal import selectors
 
-    assert selectors.request_counts(use_ids=[use.pk])[use.pk] == {"asked": 2, "granted": 1, "declined": 1, "open": 0}
+    assert selectors.request_counts(use_ids=[use.pk])[use.pk] == {"asked": 2, "granted": 1, "declined": 1, "covered": 0, "open": 0}
     with pytest.raises(services.ConsentStateError):
         services.consent_request_answer(participant=no, request_id=no.requests.get().pk, grant=True)
     with pytest.raises(ConsentRequest.DoesNotExist):
@@ -281,7 +284,8 @@ def test_each_consent_exports_as_a_fhir_r4_consent_the_validator_accepts(partici
     assert resource.provision.code[0].coding[0].code == "DUO:0000046"
     assert str(participant.pseudonym) in resource.patient.identifier.value
     services.consent_change(participant=participant, consent_id=consent.pk, action="revoke")
-    assert FhirConsent.parse_obj(api.get(f"/api/v1/consents/{uuid}/fhir").json()).status == "rejected"
+    # R4 "rejected" is a refusal by a party; a revoked consent is "inactive" (terminated).
+    assert FhirConsent.parse_obj(api.get(f"/api/v1/consents/{uuid}/fhir").json()).status == "inactive"
     _, other_token = services.custodian_create(name="Other lab")
     assert api_client(other_token).get(f"/api/v1/consents/{uuid}/fhir").status_code == 404
 
