@@ -129,8 +129,8 @@ def consent_grant(request, participant, slug):
         else:
             messages.success(request, _("You granted consent for “%(title)s”.") % {"title": purpose.title})
         return redirect("portal-consents")
-    refusal = services.grant_refusal(participant=participant)
-    if refusal:
+    refusal = services.grant_refusal(participant=participant, purpose=purpose)
+    if refusal:  # no page confirming what cannot be done
         messages.error(request, refusal)
         return redirect("portal-consents")
     return _confirm(request, participant, {
@@ -145,14 +145,17 @@ def consent_change(request, participant, consent_id, action):
         raise Http404("No such action.")
     if request.method != "POST":
         consent = get_object_or_404(
-            Consent.objects.select_related("purpose__permission").exclude(state=Consent.REVOKED),
+            Consent.objects.select_related("purpose__permission", "participant").exclude(state=Consent.REVOKED),
             pk=consent_id, participant=participant,
         )
+        refusal = services.consent_change_refusal(consent=consent, action=action)
+        if refusal:  # no page confirming what cannot be done
+            messages.error(request, refusal)
+            return redirect("portal-consents")
         return _confirm(request, participant, {
             "action": action, "purpose": consent.purpose, "consent": consent,
             "words": _purpose_words(consent.purpose), "form_action": request.path,
             "cancel_url": reverse("portal-consents"),
-            "samples": participant.samples.filter(withdrawn_at__isnull=True, destroyed_at__isnull=True).count(),
         })
     until = None
     if action == "suspend" and request.POST.get("until"):
@@ -203,7 +206,13 @@ def credentials(request, participant):
             continue
         bits = evidence["credential_status"]
         status = "revoked" if bits["revoked"] else "suspended" if bits["suspended"] else "active"
-        cards.append({"doc": evidence["credential"], "status": status, "consent": consents.get(credential_id)})
+        problem = None
+        if status == "active" and not evidence["verification"]["verified"]:
+            # Not revoked, yet a verifier refuses it (say, status lists under another SITE_URL):
+            # not "valid" then, and why.
+            status, problem = "unverified", identity_selectors.verification_failure(evidence["verification"])
+        cards.append({"doc": evidence["credential"], "status": status, "problem": problem,
+                      "consent": consents.get(credential_id)})
     return render(request, "portal/credentials.html", {"participant": participant, "cards": cards})
 
 

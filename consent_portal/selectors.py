@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.db import connection
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Max, Prefetch, Q
 from django.utils.translation import gettext_lazy as _
 
 from consent_portal import decisions, plain
@@ -23,6 +23,7 @@ from consent_portal.models import (
     DuoTerm,
     Participant,
     Purpose,
+    Rejoin,
     Sample,
     Study,
     StudyUse,
@@ -176,22 +177,42 @@ def consent_views(*, participant: Participant) -> list[decisions.ConsentView]:
     return consent_views_by_participant(participant_ids=[participant.pk])[participant.pk]
 
 
-def disease_label(*, disease_id: str) -> str:
-    """A disease's name from the loaded hierarchy, or its id when it is not loaded."""
+def consents_revoked_before_rejoin(*, participant_ids) -> set[int]:
+    """The revoked consents of these participants granted before their latest rejoin."""
+    latest = dict(
+        Rejoin.objects.filter(participant_id__in=participant_ids).values("participant_id")
+        .annotate(at=Max("created_at")).values_list("participant_id", "at")
+    )
+    if not latest:
+        return set()
+    rows = Consent.objects.filter(participant_id__in=latest, state=Consent.REVOKED).values_list(
+        "pk", "participant_id", "granted_at")
+    return {pk for pk, participant_id, granted_at in rows if granted_at < latest[participant_id]}
+
+
+def disease_label(*, disease_id: str, fallback: str = "") -> str:
+    """A disease's name from the loaded hierarchy; else `fallback` (a label someone gave with
+    the id), else the id itself."""
     if not disease_id:
         return ""
-    return Disease.objects.filter(pk=disease_id).values_list("label", flat=True).first() or disease_id
+    return Disease.objects.filter(pk=disease_id).values_list("label", flat=True).first() or fallback or disease_id
 
 
 def disease_lineage(*, disease_id: str) -> tuple[str, ...]:
     """The disease and its ancestors, nearest first; just the id when no hierarchy is loaded."""
-    if not disease_id:
-        return ()
-    lineage = [disease_id]
-    parents = dict(Disease.objects.values_list("id", "parent_id"))
-    while parents.get(lineage[-1]) and parents[lineage[-1]] not in lineage:
-        lineage.append(parents[lineage[-1]])
-    return tuple(lineage)
+    return disease_lineages(disease_ids={disease_id})[disease_id]
+
+
+def disease_lineages(*, disease_ids) -> dict[str, tuple[str, ...]]:
+    """disease_lineage for each of several diseases, reading the hierarchy once."""
+    parents = dict(Disease.objects.values_list("id", "parent_id")) if any(disease_ids) else {}
+    lineages = {}
+    for disease_id in disease_ids:
+        lineage = [disease_id] if disease_id else []
+        while lineage and parents.get(lineage[-1]) and parents[lineage[-1]] not in lineage:
+            lineage.append(parents[lineage[-1]])
+        lineages[disease_id] = tuple(lineage)
+    return lineages
 
 
 def study_facts(*, study: Study) -> decisions.Study:
@@ -300,7 +321,7 @@ def open_requests(*, participant: Participant) -> list[ConsentRequest]:
     for r in requests:
         r.asks = {
             "permission": plain.permission_words(r.use.permission_id),
-            "disease": r.use.disease_label or disease_label(disease_id=r.use.disease_id),
+            "disease": disease_label(disease_id=r.use.disease_id, fallback=r.use.disease_label),
         }
     return requests
 
@@ -419,7 +440,8 @@ WITHDRAWAL_MEANING = {
 
 def participant_status(*, user) -> dict | None:
     """For a participant's pages: the withdrawal in force (its level, when, what it means)
-    and how many requests are open. One query for both; None for other users."""
+    and how many requests are open; None for other users. One query, and one more while a
+    withdrawal is in force."""
     row = (
         Participant.objects.filter(user=user)
         .annotate(open_requests=Count("requests", filter=Q(requests__status=ConsentRequest.OPEN)))

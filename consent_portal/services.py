@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.mail import send_mass_mail
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.text import slugify
@@ -313,11 +313,9 @@ def consent_grant(*, participant: Participant, purpose: Purpose, signed_decision
         # Lock the participant so two grants for the same purpose cannot race (and read its
         # custody and DID as they are now).
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
-        _refuse_while_withdrawn(participant=participant)
-        if Consent.objects.filter(participant=participant, purpose=purpose).exclude(
-            state=Consent.REVOKED
-        ).exists():
-            raise ConsentStateError(f"Consent for '{purpose.title}' is already in place.")
+        refusal = grant_refusal(participant=participant, purpose=purpose)
+        if refusal:
+            raise ConsentStateError(refusal)
         credential = identity_services.credential_issue(
             subject_did=participant.did,
             credential_type="ConsentCredential",
@@ -340,12 +338,16 @@ def consent_grant(*, participant: Participant, purpose: Purpose, signed_decision
     return consent
 
 
-def grant_refusal(*, participant: Participant) -> str | None:
-    """Why this participant cannot give consent now, or None. No consent is given while a
-    withdrawal from access or use is in force: rejoining comes first, as a decision of its own."""
+def grant_refusal(*, participant: Participant, purpose: Purpose | None = None) -> str | None:
+    """Why this participant cannot give consent now (for `purpose`, when named), or None. No
+    consent is given while a withdrawal from access or use is in force: rejoining comes
+    first, as a decision of its own."""
     if participant.withdrawal_level in Withdrawal.STOPS_ACCESS:
         return (f"You have withdrawn from the biobank (“{_LEVEL_LABELS[participant.withdrawal_level]}”), so "
                 "no consent can be given. To take part again, rejoin first: that is a decision of its own.")
+    if purpose is not None and Consent.objects.filter(participant=participant, purpose=purpose).exclude(
+            state=Consent.REVOKED).exists():
+        return f"Consent for '{purpose.title}' is already in place."
     return None
 
 
@@ -367,6 +369,18 @@ _TRANSITIONS = {
 }
 
 
+def consent_change_refusal(*, consent: Consent, action: str) -> str | None:
+    """Why `action` cannot be taken on this consent now (its state, or a withdrawal in
+    force), or None. consent_change refuses with the same sentences."""
+    if action not in _TRANSITIONS:
+        return f"Unknown action '{action}'."
+    if consent.state not in _TRANSITIONS[action][0]:
+        return f"A {consent.state} consent cannot be {action}d."
+    if action == ConsentEvent.RESUME:
+        return grant_refusal(participant=consent.participant)
+    return None
+
+
 def consent_change(
     *, participant: Participant, consent_id: int, action: str, suspend_until: datetime | None = None,
     signed_decision: str | None = None,
@@ -378,24 +392,22 @@ def consent_change(
     """
     if action not in _TRANSITIONS:
         raise ConsentStateError(f"Unknown action '{action}'.")
-    allowed_from = _TRANSITIONS[action][0]
     now = timezone.now()
     if suspend_until is not None and (action != ConsentEvent.SUSPEND or suspend_until <= now):
         raise ConsentStateError("A suspension end must be in the future, and only a suspension has one.")
     with transaction.atomic():
         # Filtering by participant is what keeps one participant out of another's consents.
         consent = (
-            Consent.objects.select_for_update()
+            Consent.objects.select_for_update(of=("self",))
             .select_related("purpose", "participant")
             .filter(participant=participant, pk=consent_id)
             .first()
         )
         if consent is None:
             raise Consent.DoesNotExist("No such consent for this participant.")
-        if consent.state not in allowed_from:
-            raise ConsentStateError(f"A {consent.state} consent cannot be {action}d.")
-        if action == ConsentEvent.RESUME:
-            _refuse_while_withdrawn(participant=consent.participant)
+        refusal = consent_change_refusal(consent=consent, action=action)
+        if refusal:
+            raise ConsentStateError(refusal)
         signature = _decision_signature(
             participant=consent.participant, action=action, purpose=consent.purpose, consent_id=consent.pk,
             signed_decision=signed_decision, now=now,
@@ -460,7 +472,7 @@ def study_use_decide(*, use_id: int, approve: bool, member, expires_on=None) -> 
     if approve and expires_on is not None and expires_on <= timezone.now().date():
         raise ValueError("An approval must expire in the future.")
     with transaction.atomic():
-        use = StudyUse.objects.select_for_update().select_related("study").get(pk=use_id)
+        use = StudyUse.objects.select_for_update(of=("self",)).select_related("study").get(pk=use_id)
         use.status = StudyUse.APPROVED if approve else StudyUse.REJECTED
         use.expires_on = expires_on if approve else None
         use.decided_by = member
@@ -503,11 +515,18 @@ def sample_register(*, custodian: Custodian, identifier: str, participant: Parti
     orders this against a withdrawal being made at the same moment."""
     with transaction.atomic():
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
-        withdrawn = participant.withdrawal_level in Withdrawal.STOPS_ACCESS
-        return Sample.objects.create(
+        level = participant.withdrawal_level
+        now = timezone.now()
+        sample = Sample.objects.create(
             custodian=custodian, identifier=identifier, participant=participant, kind=kind,
-            withdrawn_at=timezone.now() if withdrawn else None,
+            withdrawn_at=now if level in Withdrawal.STOPS_ACCESS else None,
         )
+        if level in Withdrawal.STOPS_ACCESS:
+            # The custodian is told what the withdrawal in force asks of this sample too.
+            WithdrawalInstruction.objects.create(
+                withdrawal=participant.withdrawals.filter(level=level).first(), sample=sample,
+                action=_WITHDRAWAL_ACTIONS[level], created_at=now)
+        return sample
 
 
 # Consent checks --------------------------------------------------------------------------
@@ -553,8 +572,9 @@ def _sample_hold_reason(*, sample: str, destroyed_at, withdrawn_at) -> decisions
             f"Sample '{sample}' was destroyed (confirmed {destroyed_at.date().isoformat()}); it can never be released.")
     return decisions.Reason(
         "withdrawn",
-        f"The participant withdrew from further access or use ({withdrawn_at.date().isoformat()}); sample "
-        f"'{sample}', registered before they rejoined, may not be released whatever they consent to later.")
+        f"Sample '{sample}' is withdrawn (since {withdrawn_at.date().isoformat()}): its participant withdrew "
+        "from further access or use, and no consent given later covers a sample registered before they "
+        "took part again.")
 
 
 def _use_facts(*, study: Study, use: StudyUse, today) -> decisions.Use:
@@ -791,7 +811,8 @@ def use_purposes_ensure(*, use: StudyUse) -> tuple[Purpose, Purpose]:
         Purpose.objects.filter(permission_id=use.permission_id, disease_id=use.disease_id, study__isnull=True)
         .annotate(n_modifiers=Count("modifiers")).filter(n_modifiers=0).order_by("position", "pk").first()
     )
-    disease_label = use.disease_label or selectors.disease_label(disease_id=use.disease_id)
+    # The loaded ontology names the disease; the study's own label only when it is not loaded.
+    disease_label = selectors.disease_label(disease_id=use.disease_id, fallback=use.disease_label)
     if use.disease_id:
         title = f"Research on {disease_label}"
         explanation = (f"Research about {disease_label} and the diseases within it only; "
@@ -800,17 +821,24 @@ def use_purposes_ensure(*, use: StudyUse) -> tuple[Purpose, Purpose]:
         title = plain.PERMISSION_TITLES.get(use.permission_id, use.permission.label)
         explanation = plain.permission_words(use.permission_id) + "."
     if standing is None:
+        # A slug of its own; a slug taken meanwhile by a concurrent approval just moves on.
         base = slugify(f"{use.permission.shorthand or use.permission_id} {use.disease_id}")[:40] or "purpose"
-        slug, n = base, 1
-        while Purpose.objects.filter(slug=slug).exists():
-            n += 1
-            slug = f"{base}-{n}"
-        standing = Purpose.objects.create(
-            slug=slug, title=title, explanation=explanation, permission_id=use.permission_id,
-            disease_id=use.disease_id, disease_label=disease_label if use.disease_id else "",
-            position=Purpose.objects.count(),
-        )
+        for n in range(1, 100):
+            slug = base if n == 1 else f"{base}-{n}"
+            if Purpose.objects.filter(slug=slug).exists():
+                continue
+            try:
+                with transaction.atomic():
+                    standing = Purpose.objects.create(
+                        slug=slug, title=title, explanation=explanation, permission_id=use.permission_id,
+                        disease_id=use.disease_id, disease_label=disease_label if use.disease_id else "",
+                        position=Purpose.objects.count(),
+                    )
+                break
+            except IntegrityError:
+                continue
     study = use.study
+    # get_or_create retries the read when a concurrent call created the row first.
     only, _ = Purpose.objects.get_or_create(
         slug=f"study-use-{use.pk}",
         defaults={
@@ -850,7 +878,12 @@ def consent_requests_create(*, use_id: int) -> int:
         .values_list("pk", flat=True)
     )
     views = selectors.consent_views_by_participant(participant_ids=candidates)
-    asked = [pid for pid in candidates if not any(not decisions.consent_covers(v, facts) for v in views[pid])]
+    # Rejoining is a fresh start: a consent revoked before it (by the withdrawal) is no answer.
+    before_rejoin = selectors.consents_revoked_before_rejoin(participant_ids=candidates)
+    asked = [
+        pid for pid in candidates
+        if not any(not decisions.consent_covers(v, facts) for v in views[pid] if v.consent_id not in before_rejoin)
+    ]
     with transaction.atomic():
         ConsentRequest.objects.bulk_create(
             [ConsentRequest(use=use, participant_id=pid, purpose=purpose, study_purpose=study_purpose)
@@ -918,6 +951,8 @@ def consent_request_answer(
     names (consent_request_purpose): never broader than the request shows. It is signed in
     the browser when the participant holds their own key."""
     with transaction.atomic():
+        # The participant first, as consent_grant and participant_withdraw lock it: one order.
+        participant = Participant.objects.select_for_update().get(pk=participant.pk)
         if grant:
             _, purpose = consent_request_purpose(participant=participant, request_id=request_id, scope=scope)
         request = (
@@ -951,9 +986,12 @@ def _requests_close_covered(*, participant: Participant, now) -> int:
         return 0
     views = [v for v in selectors.consent_views(participant=participant) if v.state == Consent.GRANTED]
     today = now.date()
+    lineages = selectors.disease_lineages(disease_ids={r.use.disease_id for r in open_requests})
     covered = [
         r.pk for r in open_requests
-        if any(not decisions.consent_covers(v, _use_facts(study=r.use.study, use=r.use, today=today)) for v in views)
+        if any(not decisions.consent_covers(v, decisions.Use(
+            permission=r.use.permission_id, study=selectors.study_facts(study=r.use.study), today=today,
+            disease_lineage=lineages[r.use.disease_id])) for v in views)
     ]
     return ConsentRequest.objects.filter(pk__in=covered, status=ConsentRequest.OPEN).update(
         status=ConsentRequest.COVERED, answered_at=now)
@@ -971,7 +1009,8 @@ def consents_resume_due(*, now=None) -> int:
     resumed = 0
     for consent_id in due:
         with transaction.atomic():
-            consent = Consent.objects.select_for_update().select_related("purpose", "participant").get(pk=consent_id)
+            consent = Consent.objects.select_for_update(of=("self",)).select_related(
+                "purpose", "participant").get(pk=consent_id)
             if consent.state != Consent.SUSPENDED or not consent.suspended_until or consent.suspended_until > now:
                 continue  # changed since we looked
             _consent_transition(consent=consent, action=ConsentEvent.RESUME, now=now, signature=SCHEDULED_RESUME)
@@ -1041,10 +1080,10 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
     """
     if level not in _WITHDRAWAL_ACTIONS:
         raise ValueError(f"Unknown withdrawal level '{level}'.")
-    now = timezone.now()
     with transaction.atomic():
         # Lock the participant, and read its custody, DID and withdrawal as they are now.
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        now = timezone.now()  # after the lock: later than any change ordered before this one
         refusal = withdrawal_refusal(participant=participant, level=level)
         if refusal:
             raise ConsentStateError(refusal)
@@ -1054,7 +1093,7 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
         )
         action = _WITHDRAWAL_ACTIONS[level]
         if action is not None:
-            live = Consent.objects.select_for_update().select_related("purpose", "participant").filter(
+            live = Consent.objects.select_for_update(of=("self",)).select_related("purpose", "participant").filter(
                 participant=participant
             ).exclude(state=Consent.REVOKED)
             for consent in live:
@@ -1168,7 +1207,7 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
     now = timezone.now()
     with transaction.atomic():
         instruction = (
-            WithdrawalInstruction.objects.select_for_update()
+            WithdrawalInstruction.objects.select_for_update(of=("self",))
             .select_related("sample", "withdrawal__participant")
             .filter(seq=seq, sample__custodian=custodian)
             .first()

@@ -3,38 +3,56 @@
 import django.db.models.deletion
 import uuid
 from django.db import migrations, models
+from django.db.models import F
 
 
 def backfill(apps, schema_editor):
-    """What earlier withdrawals and confirmations already meant, written where checks read it:
-    the level in force per participant (the highest; nobody could rejoin before this), the
-    samples an access-level withdrawal reached (those registered before it), the samples
-    whose destruction a custodian confirmed, and stop-access instructions left open under a
-    later destroy instruction for the same sample."""
+    """What earlier withdrawals and confirmations already meant, written where checks read it,
+    failing closed:
+
+    - the level in force per participant: the highest they withdrew at (nobody could rejoin
+      before this);
+    - every sample of a participant who withdrew from access or use is withdrawn: those
+      registered before the first such withdrawal from its time, those registered after it
+      (while withdrawn; the earlier code let a withdrawn participant grant again) from their
+      registration, so a consent granted after the withdrawal permits none of them;
+    - the samples whose destruction a custodian confirmed are destroyed;
+    - an open instruction is closed (superseded) when its sample was destroyed, or when the
+      sample has an instruction as strong that was carried out, or a stronger or later one
+      still open (which stays the one to carry out)."""
     Participant = apps.get_model("consent_portal", "Participant")
     Sample = apps.get_model("consent_portal", "Sample")
     Withdrawal = apps.get_model("consent_portal", "Withdrawal")
     Instruction = apps.get_model("consent_portal", "WithdrawalInstruction")
     rank = {"no_contact": 1, "no_access": 2, "no_use": 3}
-    levels = {}
-    for participant_id, level in Withdrawal.objects.values_list("participant_id", "level"):
+    levels, first_stop = {}, {}
+    for participant_id, level, at in Withdrawal.objects.order_by("created_at").values_list(
+            "participant_id", "level", "created_at"):
         if rank[level] > rank.get(levels.get(participant_id), 0):
             levels[participant_id] = level
+        if level != "no_contact":
+            first_stop.setdefault(participant_id, at)
     for participant_id, level in levels.items():
         Participant.objects.filter(pk=participant_id).update(withdrawal_level=level)
-    for withdrawal in Withdrawal.objects.filter(level__in=["no_access", "no_use"]).order_by("created_at"):
-        Sample.objects.filter(
-            participant_id=withdrawal.participant_id, registered_at__lte=withdrawal.created_at,
-            withdrawn_at__isnull=True,
-        ).update(withdrawn_at=withdrawal.created_at)
-    for instruction in Instruction.objects.filter(action="destroy").order_by("seq"):
-        if instruction.confirmed_at is not None:
-            Sample.objects.filter(pk=instruction.sample_id, destroyed_at__isnull=True).update(
-                destroyed_at=instruction.confirmed_at)
-        Instruction.objects.filter(
-            sample_id=instruction.sample_id, action="stop_access", seq__lt=instruction.seq,
-            confirmed_at__isnull=True, superseded_by__isnull=True,
-        ).update(superseded_by=instruction)
+    for participant_id, at in first_stop.items():
+        samples = Sample.objects.filter(participant_id=participant_id, withdrawn_at__isnull=True)
+        samples.filter(registered_at__lte=at).update(withdrawn_at=at)
+        samples.filter(registered_at__gt=at).update(withdrawn_at=F("registered_at"))
+    strength = {"stop_access": 1, "destroy": 2}
+    by_sample = {}
+    for instruction in Instruction.objects.order_by("seq"):
+        by_sample.setdefault(instruction.sample_id, []).append(instruction)
+    for sample_id, instructions in by_sample.items():
+        destroyed = [i for i in instructions if i.action == "destroy" and i.confirmed_at is not None]
+        if destroyed:
+            Sample.objects.filter(pk=sample_id).update(destroyed_at=destroyed[0].confirmed_at)
+        open_ = [i for i in instructions if i.confirmed_at is None]
+        if not open_:
+            continue
+        keeper = max(open_, key=lambda i: (strength[i.action], i.seq))
+        done = [i for i in instructions if i.confirmed_at is not None and strength[i.action] >= strength[keeper.action]]
+        by = destroyed[0] if destroyed else done[-1] if done else keeper
+        Instruction.objects.filter(pk__in=[i.pk for i in open_ if i.pk != by.pk]).update(superseded_by=by)
 
 
 class Migration(migrations.Migration):

@@ -283,3 +283,39 @@ def test_a_request_closes_when_a_covering_consent_is_given_by_other_means(partic
 def test_a_consent_granted_on_the_consents_page_closes_the_requests_it_covers(participant, cancer_study, purposes):
     services.consent_grant(participant=participant, purpose=purposes["health-medical-research"])
     assert participant.requests.get().status == "covered"
+
+
+def test_a_sample_registered_while_withdrawn_from_use_is_to_be_destroyed_too(donor, custodian, api):
+    services.participant_withdraw(participant=donor, level="no_use")
+    services.sample_register(custodian=custodian, identifier="S-late", participant=donor, kind="blood")
+    feed = api.get("/api/v1/withdrawals").json()["instructions"]
+    assert [(i["sample"], i["action"], i["status"]) for i in feed] == [
+        ("S-1", "destroy", "open"), ("S-2", "destroy", "open"), ("S-late", "destroy", "open")]
+
+
+def test_after_a_rejoin_a_consent_the_withdrawal_revoked_does_not_keep_studies_from_asking(donor):
+    services.participant_withdraw(participant=donor, level="no_access")  # revokes HMB
+    services.participant_rejoin(participant=_refresh(donor))
+    study = services.study_submit(identifier="s2", title="T", institution="U", commercial=False,
+                                  uses=[{"permission": "DUO:0000006"}])
+    services.study_use_decide(use_id=study.uses.get().pk, approve=True, member=None)
+    assert services.consent_requests_create(use_id=study.uses.get().pk) == 1
+    # Without a rejoin, a consent once given and revoked is an answer: not asked again.
+    other = services.participant_sign_up(username="other", password="a long test password 1")
+    consent = services.consent_grant(participant=other, purpose=Purpose.objects.get(slug="health-medical-research"))
+    services.consent_change(participant=other, consent_id=consent.pk, action="revoke")
+    study = services.study_submit(identifier="s3", title="T", institution="U", commercial=False,
+                                  uses=[{"permission": "DUO:0000006"}])
+    services.study_use_decide(use_id=study.uses.get().pk, approve=True, member=None)
+    services.consent_requests_create(use_id=study.uses.get().pk)
+    assert not other.requests.exists()
+
+
+def test_the_loaded_ontology_names_the_disease_not_the_study(participant, purposes):
+    Disease.objects.create(id=CANCER, label="cancer")
+    study = services.study_submit(identifier="x", title="X", institution="U", commercial=False, uses=[
+        {"permission": "DUO:0000007", "disease_id": CANCER, "disease_label": "common cold"}])
+    services.study_use_decide(use_id=study.uses.get().pk, approve=True, member=None)
+    services.consent_requests_create(use_id=study.uses.get().pk)
+    purpose = participant.requests.get().purpose
+    assert purpose.disease_label == "cancer" and purpose.title == "Research on cancer"

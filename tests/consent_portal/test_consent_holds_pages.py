@@ -141,3 +141,12 @@ def test_a_request_card_says_what_it_asks_and_offers_two_yeses(client, participa
     assert "Cancer genomics" not in _page(other, "/portal/consents/")
     assert other.get(f"/portal/consents/grant/{consent.purpose.slug}/").status_code == 404
     assert Purpose.objects.filter(study=study).count() == 1
+
+
+def test_no_page_confirms_what_cannot_be_done(client, participant, purposes):
+    consent = services.consent_grant(participant=participant, purpose=purposes["general-research"])
+    for url in (f"/portal/consents/{consent.pk}/resume/", "/portal/consents/grant/general-research/"):
+        response = client.get(url, follow=True)
+        assert response.redirect_chain[-1][0] == "/portal/consents/", url
+        page = response.content.decode()
+        assert "cannot be resumed" in page or "already in place" in page

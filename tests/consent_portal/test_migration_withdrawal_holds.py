@@ -55,6 +55,14 @@ def test_earlier_withdrawals_hold_back_their_samples_after_the_migration(at_0005
     destroy_1, destroy_2 = (model["WithdrawalInstruction"].objects.create(
         withdrawal=use, sample=samples[s], action="destroy", created_at=use.created_at) for s in ("S-1", "S-2"))
     model["WithdrawalInstruction"].objects.filter(pk=destroy_1.pk).update(confirmed_at=now - timedelta(days=1))
+    # The earlier code let a participant withdraw at no further use twice (a second open
+    # destroy for S-1, destroyed already) and register a sample after withdrawing (S-3,
+    # which a consent granted again would have permitted).
+    use_again = withdraw(donor, "no_use", now - timedelta(hours=20))
+    destroy_again = model["WithdrawalInstruction"].objects.create(
+        withdrawal=use_again, sample=samples["S-1"], action="destroy", created_at=use_again.created_at)
+    late = model["Sample"].objects.create(custodian=custodian, identifier="S-3", participant=donor, kind="blood")
+    model["Sample"].objects.filter(pk=late.pk).update(registered_at=now - timedelta(days=1))
     assert contact.pk
 
     apps = migrate(AFTER)
@@ -66,6 +74,8 @@ def test_earlier_withdrawals_hold_back_their_samples_after_the_migration(at_0005
     assert held["S-1"].withdrawn_at == access.created_at and held["S-2"].withdrawn_at == access.created_at
     assert held["S-1"].destroyed_at == now - timedelta(days=1) and held["S-2"].destroyed_at is None
     assert held["S-other"].withdrawn_at is None  # no further contact holds back nothing
+    assert held["S-3"].withdrawn_at == now - timedelta(days=1)  # registered while withdrawn
+    assert Instruction.objects.get(pk=destroy_again.pk).superseded_by_id == destroy_1.pk  # S-1 is destroyed
     # The stop-access instructions left open under a destroy for the same sample are closed.
     assert Instruction.objects.get(pk=stop_1.pk).superseded_by_id == destroy_1.pk
     assert Instruction.objects.get(pk=stop_2.pk).superseded_by_id == destroy_2.pk

@@ -84,3 +84,14 @@ def test_every_failure_is_a_sentence_without_a_status_list_reason(consent_under_
     # A sentence naming the check and didkit's reason, not a dict of check values.
     assert message.startswith("The consent credential does not verify: signature: ") and message.endswith(".")
     assert "{" not in message and "failed:" not in message
+
+
+def test_the_participants_credentials_page_does_not_call_an_unverifiable_credential_valid(
+        consent_under_old, participant, settings):
+    client = Client()
+    client.force_login(participant.user)
+    assert "Active: valid" in client.get("/portal/credentials/").content.decode()
+    settings.SITE_URL = NEW
+    page = client.get("/portal/credentials/").content.decode()
+    assert "Active: valid" not in page and "Cannot be verified" in page
+    assert "is not published by this portal" in page
