@@ -100,6 +100,13 @@ def test_answer_a_disease_request_for_this_study_only_then_withdraw_and_try_to_g
     page.click("text=My consents")
     expect(page.locator(f"tr[data-purpose={consent.purpose.slug}]")).to_contain_text("Only the study")
     assert look("consents") == []
+    page.locator(f"tr[data-purpose={consent.purpose.slug}]").get_by_role("link", name=re.compile("^Revoke")).click()
+    expect(page.get_by_test_id("consequences")).to_contain_text("This is final.")
+    assert look("confirm-revoke") == []
+    page.get_by_role("link", name="Cancel").click()
+    page.click("text=Credentials")
+    expect(page.get_by_test_id("credential-status").last).to_have_text("Active: valid")
+    assert look("credentials") == []
 
     page.click("text=Withdraw")
     assert look("withdraw") == []

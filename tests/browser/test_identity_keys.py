@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from consent_portal import demo
-from consent_portal.models import Participant, Withdrawal
+from consent_portal.models import Participant, Rejoin, Withdrawal
 from identity import didkit_backend, jwt
 from identity.models import DidKey
 from ledger.selectors import entry_bytes
@@ -165,3 +165,18 @@ def test_browser_held_key_signs_a_withdrawal(page, browser, live_server, screens
     finally:
         other.close()
     assert Withdrawal.objects.filter(participant=participant).count() == 1
+
+    # Rejoining is signed in the browser that holds the key, like the withdrawal it ends.
+    page.goto("/portal/rejoin/")
+    expect(page.get_by_test_id("signing-note")).to_be_visible()
+    page.check("input[name=confirm]")
+    page.get_by_test_id("confirm").click()
+    expect(page.locator(".messages")).to_contain_text("Welcome back")
+    rejoin = Rejoin.objects.get(participant=participant)
+    assert (rejoin.ended_level, rejoin.signed_by) == ("no_access", "participant-key")
+    claims = jwt.claims(rejoin.decision_jwt)
+    assert claims["decision"]["type"] == "RejoinDecision" and claims["iss"] == participant.did
+    assert didkit_backend.verify_presentation(
+        rejoin.decision_jwt, challenge=claims["nonce"], domain=claims["aud"])["errors"] == []
+    digest = hashlib.sha256(rejoin.decision_jwt.encode()).hexdigest()
+    assert json.loads(entry_bytes(entry_id=rejoin.ledger_entry.id))["decision_sha256"] == digest
