@@ -114,6 +114,8 @@ def demo_load() -> dict:
         if custodian is None:
             custodian, _ = services.custodian_create(name="Demo biobank", token=DEMO_CUSTODIAN_TOKEN)
         participant = Participant.objects.get(user__username="participant")
+        # Assisted enrolment: the demo biobank enrolled the demo participant at collection.
+        enrolment, _ = services.custodian_enrolment_ensure(custodian=custodian, participant=participant)
         if not Sample.objects.filter(custodian=custodian, identifier="S-0001").exists():
             services.sample_register(custodian=custodian, identifier="S-0001", participant=participant, kind="blood")
-    return {"participant": participant, "custodian": custodian}
+    return {"participant": participant, "custodian": custodian, "enrolment": enrolment}

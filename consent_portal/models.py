@@ -232,6 +232,35 @@ class Custodian(models.Model):
         return self.name
 
 
+class Enrolment(models.Model):
+    """A participant enrolled with a custodian, at collection, by redeeming the participant's
+    one-time donation code: the only way a custodian may register samples for them. Knowing
+    a participant code is not enough. `reference` is what this custodian calls the
+    participant; it means nothing to any other custodian."""
+
+    custodian = models.ForeignKey(Custodian, on_delete=models.PROTECT, related_name="enrolments")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="enrolments")
+    reference = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["custodian", "participant"], name="one_enrolment_per_custodian")
+        ]
+
+
+class DonationCode(models.Model):
+    """A one-time code a participant hands to the biobank that collects their sample; stored
+    only as its SHA-256. It works once, until it expires, for one custodian."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="donation_codes")
+    code_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    enrolment = models.ForeignKey(Enrolment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
 class Sample(models.Model):
     """A sample held by a custodian, identified by the custodian's own sample code."""
 

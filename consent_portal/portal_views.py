@@ -81,14 +81,28 @@ def sign_up(request):
 
 @participant_required
 def overview(request, participant):
+    return _overview_page(request, participant)
+
+
+def _overview_page(request, participant, donation_code=None):
     return render(
         request,
         "portal/overview.html",
         {
             "participant": participant,
             "enrolment": identity_selectors.credential_document(credential_id=participant.enrolment_credential_id),
+            "custodians": participant.enrolments.select_related("custodian").order_by("created_at"),
+            "donation_code": donation_code,
+            "donation_code_days": services.DONATION_CODE_DAYS,
         },
     )
+
+
+@participant_required
+@require_POST
+def donation_code(request, participant):
+    """A new one-time donation code, shown once on this response and never stored in clear."""
+    return _overview_page(request, participant, donation_code=services.donation_code_create(participant=participant))
 
 
 @participant_required

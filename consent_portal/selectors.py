@@ -21,6 +21,7 @@ from consent_portal.models import (
     Custodian,
     Disease,
     DuoTerm,
+    Enrolment,
     Participant,
     Purpose,
     Rejoin,
@@ -52,6 +53,19 @@ def duo_permission_ids() -> frozenset[str]:
 def custodian_for_token(*, token: str) -> Custodian | None:
     digest = hashlib.sha256(token.encode()).hexdigest()
     return Custodian.objects.filter(token_hash=digest, active=True).first()
+
+
+def enrolment_for_custodian(*, custodian: Custodian, reference: str):
+    """This custodian's enrolment of the participant it calls `reference` (its own reference,
+    or, for integrations written before enrolment, the participant's code), or None: the
+    same None for no such participant and for one not enrolled with this custodian."""
+    match = Q(reference=reference)
+    try:
+        match |= Q(participant__pseudonym=uuid.UUID(reference))
+    except ValueError:
+        pass
+    return (Enrolment.objects.select_related("participant")
+            .filter(match, custodian=custodian, participant__user__isnull=False).first())
 
 
 def purpose_claims(*, purpose: Purpose) -> dict:

@@ -9,7 +9,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -29,6 +29,8 @@ from consent_portal.models import (
     ConsentEvent,
     ConsentRequest,
     Custodian,
+    DonationCode,
+    Enrolment,
     Erasure,
     Participant,
     Purpose,
@@ -505,6 +507,66 @@ def custodian_create(*, name: str, token: str | None = None) -> tuple[Custodian,
     token = token or secrets.token_urlsafe(32)
     custodian = Custodian.objects.create(name=name, token_hash=token_hash(token))
     return custodian, token
+
+
+# Donation codes and enrolment --------------------------------------------------------------
+
+DONATION_CODE_DAYS = 14
+# Crockford's base32: no I, L, O, U, so a code read aloud or copied by hand survives.
+_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class EnrolmentError(ValueError):
+    """A donation code that does not enrol anyone: unknown, used or expired (one sentence
+    for all three, so a custodian learns nothing about codes it was not given)."""
+
+
+def _code_hash(code: str) -> str:
+    normal = "".join(ch for ch in code.upper() if ch.isalnum())
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def donation_code_create(*, participant: Participant) -> str:
+    """A new one-time code for the participant to hand to the biobank that collects their
+    sample (60 random bits, shown once, stored hashed); any unused code before it stops
+    working."""
+    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
+    now = timezone.now()
+    with transaction.atomic():
+        DonationCode.objects.filter(participant=participant, used_at__isnull=True, expires_at__gt=now).update(
+            expires_at=now)
+        DonationCode.objects.create(
+            participant=participant, code_hash=_code_hash(code), created_at=now,
+            expires_at=now + timedelta(days=DONATION_CODE_DAYS))
+    return "-".join(code[i:i + 4] for i in range(0, 12, 4))
+
+
+def custodian_enrol(*, custodian: Custodian, code: str) -> tuple[Enrolment, bool]:
+    """Redeem a participant's donation code: the custodian is enrolled with the participant
+    (a reference of its own for them) and may register their samples. Returns (enrolment,
+    created); a participant already enrolled keeps their reference."""
+    now = timezone.now()
+    with transaction.atomic():
+        donation = (
+            DonationCode.objects.select_for_update(of=("self",)).select_related("participant")
+            .filter(code_hash=_code_hash(code), used_at__isnull=True, expires_at__gt=now,
+                    participant__user__isnull=False).first()
+        )
+        if donation is None:
+            raise EnrolmentError("No such donation code, or it was used or has expired.")
+        enrolment, created = custodian_enrolment_ensure(custodian=custodian, participant=donation.participant)
+        donation.used_at, donation.enrolment = now, enrolment
+        donation.save(update_fields=["used_at", "enrolment"])
+    return enrolment, created
+
+
+def custodian_enrolment_ensure(*, custodian: Custodian, participant: Participant) -> tuple[Enrolment, bool]:
+    """The custodian's enrolment with the participant, made if there is none (for a redeemed
+    code, and for assisted enrolment by the operator, as the demo does)."""
+    return Enrolment.objects.get_or_create(
+        custodian=custodian, participant=participant,
+        defaults={"reference": f"P-{secrets.token_hex(10)}", "created_at": timezone.now()},
+    )
 
 
 def sample_register(*, custodian: Custodian, identifier: str, participant: Participant, kind: str) -> Sample:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("portal/", portal_views.overview, name="portal-overview"),
+    path("portal/donation-code/", portal_views.donation_code, name="portal-donation-code"),
     path("portal/consents/", portal_views.consents, name="portal-consents"),
     path("portal/consents/grant/<slug:slug>/", portal_views.consent_grant, name="portal-consent-grant"),
     path(
@@ -53,6 +54,7 @@ urlpatterns = [
     path("api/v1/consent-checks/bulk", api_views.BulkConsentCheckView.as_view(), name="api-consent-check-bulk"),
     path("api/v1/credentials/verify", identity_api.CredentialVerifyView.as_view(), name="api-credentials-verify"),
     path("api/v1/me", api_views.MeView.as_view(), name="api-me"),
+    path("api/v1/enrolments", api_views.EnrolmentView.as_view(), name="api-enrolments"),
     path("api/v1/samples", api_views.SampleView.as_view(), name="api-samples"),
     path("api/v1/studies", api_views.StudyView.as_view(), name="api-studies"),
     path("api/v1/withdrawals", api_views.WithdrawalFeedView.as_view(), name="api-withdrawals"),

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from consent_portal import selectors
-from consent_portal.models import ConsentCheck, Participant, Study
+from consent_portal.models import ConsentCheck, Study
 from consent_portal.services import BULK_LIMIT
 
 
@@ -58,14 +58,14 @@ class ConsentCheckResponse(serializers.ModelSerializer):
 
 class SampleRequest(serializers.Serializer):
     sample = serializers.CharField(max_length=100)
-    participant = serializers.UUIDField(help_text="The participant's pseudonymous code.")
+    participant = serializers.CharField(
+        max_length=64,
+        help_text="This custodian's reference for the participant (POST /api/v1/enrolments gave it).")
     kind = serializers.ChoiceField(choices=["blood", "saliva", "tissue", "dna", "serum", "plasma", "urine"])
 
-    def validate_participant(self, value):
-        participant = Participant.objects.filter(pseudonym=value, user__isnull=False).first()
-        if participant is None:
-            raise serializers.ValidationError(f"No participant with code {value}.")
-        return participant
+
+class EnrolmentRequest(serializers.Serializer):
+    code = serializers.CharField(max_length=40, help_text="The donation code the participant handed over.")
 
 
 class BulkCheckRequest(serializers.Serializer):

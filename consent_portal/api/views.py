@@ -13,6 +13,7 @@ from consent_portal.api.serializers import (
     BulkCheckRequest,
     ConsentCheckRequest,
     ConsentCheckResponse,
+    EnrolmentRequest,
     SampleRequest,
     StudyRequest,
     WithdrawalFeedQuery,
@@ -77,16 +78,45 @@ class ConsentCheckDetailView(APIView):
         return Response(_check_body(check))
 
 
+class EnrolmentView(APIView):
+    @extend_schema(
+        request=EnrolmentRequest,
+        responses={201: OpenApiResponse(description="Enrolled: this custodian's reference for the participant"),
+                   200: OpenApiResponse(description="Already enrolled: the same reference"),
+                   404: OpenApiResponse(description="No such donation code, or it was used or has expired")},
+        summary="Enrol a participant at collection with the one-time donation code they hand over",
+    )
+    def post(self, request):
+        given = EnrolmentRequest(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            enrolment, created = services.custodian_enrol(custodian=request.user, code=given.validated_data["code"])
+        except services.EnrolmentError as exc:
+            return Response({"error": "unknown_code", "detail": str(exc), "fields": {"code": [str(exc)]}},
+                            status=status.HTTP_404_NOT_FOUND)
+        return Response({"participant": enrolment.reference, "enrolled_at": enrolment.created_at},
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
 class SampleView(APIView):
-    @extend_schema(request=SampleRequest, responses={201: OpenApiResponse(description="Registered")},
-                   summary="Register a sample against a participant's pseudonymous code")
+    @extend_schema(request=SampleRequest, responses={201: OpenApiResponse(description="Registered"),
+                                                     404: OpenApiResponse(description="No such participant enrolled with this custodian")},
+                   summary="Register a sample of a participant enrolled with this custodian")
     def post(self, request):
         given = SampleRequest(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        enrolment = selectors.enrolment_for_custodian(custodian=request.user, reference=data["participant"])
+        if enrolment is None:
+            # The same answer for a code that exists elsewhere and one that exists nowhere.
+            detail = (f"No participant '{data['participant']}' is enrolled with this custodian: enrol them "
+                      "with their donation code first (POST /api/v1/enrolments).")
+            return Response({"error": "unknown_participant", "detail": detail,
+                             "fields": {"participant": [detail]}}, status=status.HTTP_404_NOT_FOUND)
         try:
             sample = services.sample_register(
-                custodian=request.user, identifier=data["sample"], participant=data["participant"], kind=data["kind"]
+                custodian=request.user, identifier=data["sample"], participant=enrolment.participant,
+                kind=data["kind"],
             )
         except IntegrityError:
             return Response(
@@ -95,7 +125,7 @@ class SampleView(APIView):
                 status=status.HTTP_409_CONFLICT,
             )
         return Response(
-            {"sample": sample.identifier, "participant": str(data["participant"].pseudonym), "kind": sample.kind},
+            {"sample": sample.identifier, "participant": enrolment.reference, "kind": sample.kind},
             status=status.HTTP_201_CREATED,
         )
 

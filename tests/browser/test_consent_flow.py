@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 PASSWORD = "a long browser password 7"
 
 
-def test_sign_up_grant_and_revoke_in_chromium(page, screenshot):
+def test_sign_up_grant_and_revoke_in_chromium(page, screenshot, look):
     demo.purposes_load()
     page.goto("/signup/")
     page.fill("#id_username", "browser-participant")
@@ -20,7 +20,9 @@ def test_sign_up_grant_and_revoke_in_chromium(page, screenshot):
     page.fill("#id_password2", PASSWORD)
     page.click("button[type=submit]")
     expect(page.get_by_test_id("did")).to_contain_text("did:key:z6Mk")
-    screenshot("overview")
+    page.get_by_role("button", name="Get a donation code").click()
+    expect(page.get_by_test_id("donation-code")).to_have_text(re.compile(r"^[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}$"))
+    assert look("overview-donation-code") == []
 
     page.click("text=My consents")
     row = page.locator("tr[data-purpose=general-research]")

@@ -262,10 +262,15 @@ def test_a_custodian_reads_only_its_own_checks(api, sample, approved_study):
     assert other.get(f"/api/v1/consent-checks/{check_id}").status_code == 404
 
 
-def test_custodian_registers_a_sample_by_participant_code(api, participant):
-    body = {"sample": "S-9", "participant": str(participant.pseudonym), "kind": "saliva"}
+def test_custodian_registers_a_sample_of_a_participant_enrolled_with_it(api, participant):
+    code = services.donation_code_create(participant=participant)
+    enrolled = api.post("/api/v1/enrolments", data=json.dumps({"code": code}), content_type="application/json")
+    assert enrolled.status_code == 201
+    reference = enrolled.json()["participant"]
+    assert reference.startswith("P-") and str(participant.pseudonym) not in enrolled.content.decode()
+    body = {"sample": "S-9", "participant": reference, "kind": "saliva"}
     response = api.post("/api/v1/samples", data=json.dumps(body), content_type="application/json")
-    assert response.status_code == 201
+    assert response.status_code == 201 and response.json()["participant"] == reference
     again = api.post("/api/v1/samples", data=json.dumps(body), content_type="application/json")
     assert again.status_code == 409 and again.json()["error"] == "duplicate_sample"
     unknown = api.post(
@@ -273,7 +278,8 @@ def test_custodian_registers_a_sample_by_participant_code(api, participant):
         data=json.dumps({**body, "sample": "S-10", "participant": "00000000-0000-0000-0000-000000000000"}),
         content_type="application/json",
     )
-    assert unknown.status_code == 400 and "participant" in unknown.json()["fields"]
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_participant"
+    assert "participant" in unknown.json()["fields"]
 
 
 def test_openapi_schema_is_served(client, db):

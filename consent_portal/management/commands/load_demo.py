@@ -18,7 +18,7 @@ class Command(BaseCommand):
             f"  ethics       ethics / {p['ethics']}\n"
             f"  admin        admin / {p['admin']}\n"
             f"Custodian API token (Demo biobank): {demo.DEMO_CUSTODIAN_TOKEN}\n"
-            f"Demo sample S-0001 belongs to participant code {loaded['participant'].pseudonym}.\n"
+            f"Demo sample S-0001 belongs to the participant the demo biobank calls {loaded['enrolment'].reference}.\n"
             "Try:\n"
             f"  curl -s -H 'Authorization: Bearer {demo.DEMO_CUSTODIAN_TOKEN}' -H 'Content-Type: application/json' \\\n"
             "    -d '{\"sample\": \"S-0001\", \"study\": \"diabetes-genomics-2026\", \"purpose\": \"DUO:0000006\"}' \\\n"

@@ -1,5 +1,6 @@
-"""Migration consent_portal 0006: what withdrawals made before it meant is written where
-checks read it, so an existing database denies what it should from the first request."""
+"""Migrations consent_portal 0006 and 0007: what withdrawals made before 0006 meant is written where
+checks read it, so an existing database denies what it should from the first request; custodians
+that registered samples before enrolment existed are enrolled with those participants."""
 
 from datetime import timedelta
 
@@ -80,3 +81,20 @@ def test_earlier_withdrawals_hold_back_their_samples_after_the_migration(at_0005
     assert Instruction.objects.get(pk=stop_1.pk).superseded_by_id == destroy_1.pk
     assert Instruction.objects.get(pk=stop_2.pk).superseded_by_id == destroy_2.pk
     assert Instruction.objects.get(pk=destroy_2.pk).superseded_by_id is None
+
+
+def test_custodians_holding_samples_are_enrolled_with_their_participants(transactional_db):
+    apps = migrate([("consent_portal", "0006_withdrawal_holds")])
+    try:
+        Custodian, Participant, Sample = (apps.get_model("consent_portal", n) for n in ("Custodian", "Participant", "Sample"))
+        a, b = (Custodian.objects.create(name=n, token_hash=n * 64) for n in ("a", "b"))
+        p, q = (Participant.objects.create(did=f"did:example:{n}", enrolment_credential_id=f"urn:{n}") for n in "pq")
+        for custodian, participant, identifier in ((a, p, "1"), (a, p, "2"), (b, p, "3"), (a, q, "4")):
+            Sample.objects.create(custodian=custodian, participant=participant, identifier=identifier, kind="blood")
+        apps = migrate([("consent_portal", "0007_enrolment")])
+        Enrolment = apps.get_model("consent_portal", "Enrolment")
+        pairs = set(Enrolment.objects.values_list("custodian_id", "participant_id"))
+        assert pairs == {(a.pk, p.pk), (b.pk, p.pk), (a.pk, q.pk)}
+        assert len(set(Enrolment.objects.values_list("reference", flat=True))) == 3
+    finally:
+        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
