@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from ledger import selectors, services, tiles
 from ledger.auth import MemberTokenAuthentication
-from ledger.permissions import LedgerReadPermission
+from ledger.permissions import LedgerEntryReadPermission, LedgerReadPermission
 
 
 def _b64(data: bytes) -> str:
@@ -180,6 +180,8 @@ class HashTileView(LedgerView):
 
 
 class EntryBundleView(LedgerView):
+    permission_classes = [LedgerEntryReadPermission]
+
     @extend_schema(
         tags=["ledger"],
         operation_id="ledger_entry_bundle",
@@ -195,6 +197,8 @@ class EntryBundleView(LedgerView):
 
 
 class EntryView(LedgerView):
+    permission_classes = [LedgerEntryReadPermission]
+
     @extend_schema(
         tags=["ledger"],
         operation_id="ledger_entry",
@@ -279,6 +283,8 @@ class EntriesQuery(serializers.Serializer):
 
 
 class EntriesView(LedgerView):
+    permission_classes = [LedgerEntryReadPermission]
+
     @extend_schema(
         tags=["ledger"],
         operation_id="ledger_entries",

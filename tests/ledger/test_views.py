@@ -9,7 +9,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.test import APIClient
 
 from ledger import merkle, note, services
-from ledger.models import Checkpoint
+from ledger.models import Checkpoint, Member
 from tests.ledger import tamper
 
 # Mounted as the project mounts it, without depending on the rest of the project's URLs.
@@ -22,7 +22,16 @@ API = "/api/v1/ledger/"
 
 
 @pytest.fixture
-def client():
+def client(db):
+    """A consortium member node: it may read everything the read API serves."""
+    api = APIClient()
+    api.force_authenticate(token=Member.objects.create(name="Member node"))
+    return api
+
+
+@pytest.fixture
+def custodian_client():
+    """A custodian's token: checkpoints, proofs and hash tiles, not the entries."""
     api = APIClient()
     api.force_authenticate(token="custodian-token")
     return api
@@ -197,3 +206,14 @@ def test_schema_documents_the_ledger_api(client):
     assert "text/plain" in paths[API + "checkpoint"]["get"]["responses"]["200"]["content"]
     operations = {paths[API + url]["get"]["operationId"] for url in ["", "entries/{index}"]}
     assert operations == {"ledger_info", "ledger_entry"}
+
+
+def test_a_custodian_reads_proofs_and_checkpoints_but_no_entries(custodian_client, sealed, settings):
+    for path in ("", "checkpoint", "proofs/inclusion?index=0&tree_size=11", "tile/0/000.p/11"):
+        assert custodian_client.get(API + path).status_code == 200, path
+    for path in ("entries/0", "entries?start=0", "tile/entries/000.p/11"):
+        body = assert_error(custodian_client.get(API + path), 403)
+        assert "consortium member nodes" in body["detail"]
+    # A public log is public to everyone.
+    settings.LEDGER_PUBLIC = True
+    assert custodian_client.get(API + "entries/0").status_code == 200
