@@ -58,14 +58,17 @@ class ConsentCheckResponse(serializers.ModelSerializer):
 
 class SampleRequest(serializers.Serializer):
     sample = serializers.CharField(max_length=100)
-    participant = serializers.CharField(
-        max_length=64,
-        help_text="This custodian's reference for the participant (POST /api/v1/enrolments gave it).")
+    participant = serializers.RegexField(
+        r"^[A-Za-z0-9-]{1,64}$",
+        help_text="This custodian's reference for the participant (POST /api/v1/enrolments gave it).",
+        error_messages={"invalid": "Give this custodian's reference for the participant, such as P-0a1b2c...."})
     kind = serializers.ChoiceField(choices=["blood", "saliva", "tissue", "dna", "serum", "plasma", "urine"])
 
 
 class EnrolmentRequest(serializers.Serializer):
-    code = serializers.CharField(max_length=40, help_text="The donation code the participant handed over.")
+    code = serializers.RegexField(
+        r"^[A-Za-z0-9 -]{1,40}$", help_text="The donation code the participant handed over.",
+        error_messages={"invalid": "Give the donation code as the participant has it, such as ABCD-EFGH-JKMN."})
 
 
 class BulkCheckRequest(serializers.Serializer):

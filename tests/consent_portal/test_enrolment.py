@@ -94,10 +94,17 @@ def test_an_erased_participant_enrols_nowhere_and_gets_no_samples(participant, l
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("body", [{}, {"code": ""}, {"code": "x" * 41}, {"code": ["a"]}, {"code": "AB\u0000CD"}])
-def test_a_malformed_enrolment_is_a_4xx_naming_the_field(lab_a, body):
+@pytest.mark.parametrize("body", [{}, {"code": ""}, {"code": "x" * 41}, {"code": ["a"]}, {"code": "AB\u0000CD"},
+                                  {"code": "AB\ud800CD"}, {"code": "ＡＢＣＤ"}])
+def test_a_malformed_enrolment_is_a_400_naming_the_field(lab_a, body):
     response = post(lab_a[1], "/api/v1/enrolments", body)
-    assert response.status_code in (400, 404) and "code" in response.json().get("fields", {})
+    assert response.status_code == 400 and "code" in response.json()["fields"]
+
+
+@pytest.mark.parametrize("who", ["", "P-\u0000", "P-\ud800", "x" * 65, "P 1", ["P-1"]])
+def test_a_malformed_participant_reference_is_a_400_naming_the_field(lab_a, who):
+    response = post(lab_a[1], "/api/v1/samples", {"sample": "S-1", "participant": who, "kind": "blood"})
+    assert response.status_code == 400 and "participant" in response.json()["fields"]
 
 
 def test_the_participant_gets_a_code_on_their_page_and_sees_who_enrolled_them(participant, lab_a):
