@@ -794,6 +794,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
                 named_ids.add(named)
         answers.append((identifier, decision, reasons, named))
     evidence = selectors.consent_evidence_bulk(consent_ids=named_ids)
+    answers = _bulk_permits_verified(answers, evidence)
     results = [
         {
             "sample": identifier,
@@ -828,6 +829,31 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
         bulk.save(force_insert=True)
     return {"check": str(bulk.id), "study": study.identifier, "purpose": purpose, "count": len(results),
             "permits": permits, "results_sha256": digest, "results_json": results_json, "bulk": bulk}
+
+
+def _bulk_permits_verified(answers: list, evidence: dict) -> list:
+    """A bulk permit stands only where our signed status lists agree that its credential is
+    active (identity_selectors.credentials_status_bulk); otherwise it becomes a deny with
+    credential_not_verified, as a single check's would, saying why."""
+    permitted = {evidence[named]["credential"] for _, decision, _, named in answers
+                 if decision == ConsentCheck.PERMIT and named in evidence}
+    if not permitted:
+        return answers
+    statuses, lists_problem = identity_selectors.credentials_status_bulk(credential_ids=permitted)
+    checked = []
+    for identifier, decision, reasons, named in answers:
+        if decision == ConsentCheck.PERMIT:
+            credential = evidence[named]["credential"] if named in evidence else None
+            status = statuses.get(credential)
+            if status != "active":
+                why = lists_problem or (f"the signed status lists say it is {status}" if status
+                                        else f"credential {credential} is not on record")
+                decision, reasons = ConsentCheck.DENY, [{
+                    "code": "credential_not_verified",
+                    "message": f"The consent credential does not verify: status: {why}"
+                               + ("" if why[-1] in ".?!" else ".")}]
+        checked.append((identifier, decision, reasons, named))
+    return checked
 
 
 def canonical_json(value) -> bytes:

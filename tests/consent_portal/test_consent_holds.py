@@ -319,3 +319,15 @@ def test_the_loaded_ontology_names_the_disease_not_the_study(participant, purpos
     services.consent_requests_create(use_id=study.uses.get().pk)
     purpose = participant.requests.get().purpose
     assert purpose.disease_label == "cancer" and purpose.title == "Research on cancer"
+
+
+def test_a_bulk_permit_needs_the_signed_status_to_agree_with_the_database(donor, api, approved_study):
+    consent = donor.consents.get()
+    # The signed revocation list says revoked; the consent row (altered, say) still says granted.
+    services.identity_services.credential_revoke(credential_id=consent.credential_id)
+    bulk = api.post("/api/v1/consent-checks/bulk", data=json.dumps(
+        {"study": "hmb-study", "purpose": "DUO:0000006", "samples": ["S-1"]}), content_type="application/json").json()
+    (result,) = bulk["results"]
+    assert result["decision"] == "deny" and result["reasons"][0]["code"] == "credential_not_verified"
+    assert "the signed status lists say it is revoked" in result["reasons"][0]["message"]
+    assert check(api, "S-1")[:2] == ("deny", ["credential_not_verified"])  # as a single check says

@@ -95,3 +95,15 @@ def test_the_participants_credentials_page_does_not_call_an_unverifiable_credent
     page = client.get("/portal/credentials/").content.decode()
     assert "Active: valid" not in page and "Cannot be verified" in page
     assert "is not published by this portal" in page
+
+
+def test_a_bulk_check_denies_too_when_the_status_lists_are_not_this_portals(consent_under_old, api, settings):
+    body = {"study": "hmb-study", "purpose": "DUO:0000006", "samples": ["S-1"]}
+    answer = api.post("/api/v1/consent-checks/bulk", data=json.dumps(body), content_type="application/json").json()
+    assert answer["results"][0]["decision"] == "permit"
+    settings.SITE_URL = NEW
+    answer = api.post("/api/v1/consent-checks/bulk", data=json.dumps(body), content_type="application/json").json()
+    (result,) = answer["results"]
+    assert result["decision"] == "deny" and answer["permits"] == 0
+    (reason,) = result["reasons"]
+    assert reason["code"] == "credential_not_verified" and "not published by this portal" in reason["message"]
