@@ -266,28 +266,26 @@ def latest_checks(*, limit: int = 20):
     return ConsentCheck.objects.select_related("custodian", "ledger_entry")[:limit]
 
 
-def sample_participants(*, custodian_id: int, identifiers: list[str]) -> dict[str, int]:
-    """{sample identifier: participant id} for those of the identifiers this custodian
-    registered, in one query (prepared on PostgreSQL; %b sends an array of 10,000 values
-    in binary, sparing psycopg a regular-expression test of each as text)."""
+def sample_participants(*, custodian_id: int, identifiers: list[str]) -> tuple[dict[str, int], dict[str, dict]]:
+    """({sample identifier: participant id}, {sample identifier: {"withdrawn_at",
+    "destroyed_at"}}) for those of the identifiers this custodian registered, the second for
+    the samples a withdrawal or a confirmed destruction holds back; in one query (prepared on
+    PostgreSQL; %b sends an array of 10,000 values in binary, sparing psycopg a
+    regular-expression test of each as text)."""
     if connection.vendor == "postgresql":
-        return dict(prepared_rows(
-            f"SELECT identifier, participant_id FROM {Sample._meta.db_table}"
+        rows = prepared_rows(
+            f"SELECT identifier, participant_id, withdrawn_at, destroyed_at FROM {Sample._meta.db_table}"
             f" WHERE custodian_id = %s AND identifier = ANY(%b::text[])",
-            [custodian_id, list(identifiers)]))
-    return dict(Sample.objects.filter(custodian_id=custodian_id, identifier__any=identifiers)
-                .values_list("identifier", "participant_id"))
-
-
-def sample_holds(*, custodian_id: int, identifiers: list[str]) -> dict[str, dict]:
-    """{sample identifier: {"withdrawn_at", "destroyed_at"}} for those of the identifiers this
-    custodian registered that a withdrawal or a confirmed destruction holds back, in one
-    query (few rows: most samples are not held)."""
-    rows = Sample.objects.filter(custodian_id=custodian_id, identifier__any=identifiers).filter(
-        Q(withdrawn_at__isnull=False) | Q(destroyed_at__isnull=False)
-    ).values_list("identifier", "withdrawn_at", "destroyed_at")
-    return {identifier: {"withdrawn_at": withdrawn_at, "destroyed_at": destroyed_at}
-            for identifier, withdrawn_at, destroyed_at in rows}
+            [custodian_id, list(identifiers)])
+    else:
+        rows = Sample.objects.filter(custodian_id=custodian_id, identifier__any=identifiers).values_list(
+            "identifier", "participant_id", "withdrawn_at", "destroyed_at")
+    participants, holds = {}, {}
+    for identifier, participant_id, withdrawn_at, destroyed_at in rows:
+        participants[identifier] = participant_id
+        if withdrawn_at is not None or destroyed_at is not None:
+            holds[identifier] = {"withdrawn_at": withdrawn_at, "destroyed_at": destroyed_at}
+    return participants, holds
 
 
 def consent_evidence_bulk(*, consent_ids) -> dict[int, dict]:

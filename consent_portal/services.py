@@ -761,8 +761,7 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
     now = timezone.now()
     today = now.date()
     use, study_reasons = _approved_use(study=study, purpose=purpose, today=today)
-    participants = selectors.sample_participants(custodian_id=custodian.pk, identifiers=samples)
-    holds = selectors.sample_holds(custodian_id=custodian.pk, identifiers=samples)
+    participants, holds = selectors.sample_participants(custodian_id=custodian.pk, identifiers=samples)
     consents = selectors.consent_shapes_by_participant(participant_ids=set(participants.values())) if use else None
     use_facts = _use_facts(study=study, use=use, today=today) if use else None
     named_ids = set()
