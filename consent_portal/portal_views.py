@@ -205,28 +205,7 @@ def credentials(request, participant):
     if request.GET.get("format") == "json":
         documents = [identity_selectors.credential_document(credential_id=i) for i in ids]
         return _json_download(documents, filename="my-credentials.json")
-    # Each credential's live status, from our signed status lists as a verifier reads them:
-    # credential_evidence gives the document and its two bits in one query a credential
-    # (what credential_document alone cost before). The consents give the purpose's title
-    # and a suspension's scheduled end, in one query for all of them.
-    consents = {
-        c.credential_id: c for c in Consent.objects.filter(participant=participant).select_related("purpose")
-    }
-    cards = []
-    for credential_id in ids:
-        evidence = identity_selectors.credential_evidence(credential_id=credential_id)
-        if evidence is None:  # not in identity's store: say so rather than leave it out
-            cards.append({"doc": {"id": credential_id}, "status": "unknown", "consent": consents.get(credential_id)})
-            continue
-        bits = evidence["credential_status"]
-        status = "revoked" if bits["revoked"] else "suspended" if bits["suspended"] else "active"
-        problem = None
-        if status == "active" and not evidence["verification"]["verified"]:
-            # Not revoked, yet a verifier refuses it (say, status lists under another SITE_URL):
-            # not "valid" then, and why.
-            status, problem = "unverified", identity_selectors.verification_failure(evidence["verification"])
-        cards.append({"doc": evidence["credential"], "status": status, "problem": problem,
-                      "consent": consents.get(credential_id)})
+    cards = selectors.credential_cards(participant=participant, credential_ids=ids)
     return render(request, "portal/credentials.html", {"participant": participant, "cards": cards})
 
 
@@ -306,12 +285,11 @@ def withdraw(request, participant):
                 messages.success(request, _("Your withdrawal (%(level)s) is recorded.")
                                  % {"level": dict(Withdrawal.LEVELS)[level]})
         return redirect("portal-withdraw")
-    current = participant.withdrawal_level
     return render(
         request, "portal/withdraw.html",
         {"participant": participant,
-         # Only levels further than the one in force can be chosen.
-         "levels": [(value, label, bool(current) and Withdrawal.RANK[value] <= Withdrawal.RANK[current])
+         # Only levels the service would accept can be chosen (a withdrawal only goes further).
+         "levels": [(value, label, services.withdrawal_refusal(participant=participant, level=value) is not None)
                     for value, label in Withdrawal.LEVELS],
          "meanings": selectors.WITHDRAWAL_MEANING,
          "withdrawals": selectors.withdrawals_of(participant=participant),

@@ -119,6 +119,31 @@ def consent_history(*, participant: Participant):
     )
 
 
+def credential_cards(*, participant: Participant, credential_ids: list[str]) -> list[dict]:
+    """Each of the participant's credentials with its live status as a verifier reads it:
+    {"doc", "status": active | suspended | revoked | unverified | unknown, "problem" (why
+    an unrevoked credential does not verify), "consent"}. identity's credential_evidence
+    gives the document, its two status bits and its verification in one query a credential;
+    the consents (purpose titles, scheduled ends) come in one query for all."""
+    consents = {c.credential_id: c for c in Consent.objects.filter(participant=participant).select_related("purpose")}
+    cards = []
+    for credential_id in credential_ids:
+        evidence = identity_selectors.credential_evidence(credential_id=credential_id)
+        if evidence is None:  # not in identity's store: say so rather than leave it out
+            cards.append({"doc": {"id": credential_id}, "status": "unknown", "problem": None,
+                          "consent": consents.get(credential_id)})
+            continue
+        bits = evidence["credential_status"]
+        status = "revoked" if bits["revoked"] else "suspended" if bits["suspended"] else "active"
+        problem = None
+        if status == "active" and not evidence["verification"]["verified"]:
+            # Not revoked, yet a verifier refuses it (say, status lists under another SITE_URL).
+            status, problem = "unverified", identity_selectors.verification_failure(evidence["verification"])
+        cards.append({"doc": evidence["credential"], "status": status, "problem": problem,
+                      "consent": consents.get(credential_id)})
+    return cards
+
+
 def participant_credential_ids(*, participant: Participant) -> list[str]:
     ids = [participant.enrolment_credential_id]
     ids += list(

@@ -220,19 +220,28 @@ def decision_challenge_create(
     {"nonce", "domain", "decision"}. The browser signs "decision" as it is, in a JWT VP
     with that nonce, and the domain as aud."""
     if action != "grant":
-        consent = Consent.objects.select_related("purpose").filter(participant=participant, pk=consent_id).first()
+        consent = Consent.objects.select_related("purpose", "participant").filter(
+            participant=participant, pk=consent_id).first()
         if consent is None:
             raise Consent.DoesNotExist("No such consent for this participant.")
         purpose = consent.purpose
+        refusal = consent_change_refusal(consent=consent, action=action)
     elif purpose is None or consent_id is not None:
         raise ValueError("A grant names a purpose and no consent.")
-    if action in (ConsentEvent.GRANT, ConsentEvent.RESUME):
-        # Refused before the browser is asked to sign what would be refused anyway.
-        _refuse_while_withdrawn(participant=participant)
+    else:
+        refusal = grant_refusal(participant=participant, purpose=purpose)
+    if refusal:  # refused before the browser is asked to sign what would be refused anyway
+        raise ConsentStateError(refusal)
+    return _challenge(participant=participant, domain=domain, expected=_decision(
+        participant=participant, action=action, purpose=purpose, consent_id=consent_id))
+
+
+def _challenge(*, participant: Participant, domain: str, expected: dict) -> dict:
+    """A one-time nonce bound to the participant and the exact decision (`expected`) their
+    browser is to sign: {"nonce", "domain", "decision"}. Consent decisions, withdrawals and
+    rejoins are all challenged here."""
     challenge = identity_services.challenge_create(
-        purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
-        expected=_decision(participant=participant, action=action, purpose=purpose, consent_id=consent_id),
-    )
+        purpose="decision", bound_to=str(participant.pseudonym), domain=domain, expected=expected)
     return {"nonce": challenge.nonce, "domain": domain, "decision": challenge.expected["decision"]}
 
 
@@ -351,12 +360,6 @@ def grant_refusal(*, participant: Participant, purpose: Purpose | None = None) -
             state=Consent.REVOKED).exists():
         return f"Consent for '{purpose.title}' is already in place."
     return None
-
-
-def _refuse_while_withdrawn(*, participant: Participant) -> None:
-    refusal = grant_refusal(participant=participant)
-    if refusal:
-        raise ConsentStateError(refusal)
 
 
 # action -> (states it may start from, state it leaves, the credential status change)
@@ -1006,14 +1009,23 @@ def consent_request_purpose(*, participant: Participant, request_id: int, scope:
     """An open request of this participant and the purpose a yes with `scope` grants:
     "study" (this study only) or "standing" (the use exactly as asked, for any approved
     study). Requests made before both were offered get them here."""
-    request = (
-        ConsentRequest.objects.select_related("use__study", "use__permission", "purpose", "study_purpose")
-        .filter(pk=request_id, participant=participant).first()
-    )
+    request = _open_request(participant=participant, request_id=request_id)
+    return request, _request_purpose(request=request, scope=scope)
+
+
+def _open_request(*, participant: Participant, request_id: int, lock: bool = False) -> ConsentRequest:
+    requests = ConsentRequest.objects.select_related("use__study", "use__permission", "purpose", "study_purpose")
+    if lock:
+        requests = requests.select_for_update(of=("self",))
+    request = requests.filter(pk=request_id, participant=participant).first()
     if request is None:
         raise ConsentRequest.DoesNotExist("No such request for this participant.")
     if request.status != ConsentRequest.OPEN:
         raise ConsentStateError(_REQUEST_CLOSED)
+    return request
+
+
+def _request_purpose(*, request: ConsentRequest, scope: str) -> Purpose:
     if scope not in REQUEST_SCOPES:
         raise ConsentStateError("Choose this study only, or every approved study of this kind.")
     standing, only = request.purpose, request.study_purpose
@@ -1022,7 +1034,7 @@ def consent_request_purpose(*, participant: Participant, request_id: int, scope:
             standing, only = use_purposes_ensure(use=request.use)
             ConsentRequest.objects.filter(pk=request.pk).update(purpose=standing, study_purpose=only)
         request.purpose, request.study_purpose = standing, only
-    return request, (only if scope == "study" else standing)
+    return only if scope == "study" else standing
 
 
 def _exactly_as_asked(*, purpose: Purpose, use: StudyUse) -> bool:
@@ -1040,17 +1052,9 @@ def consent_request_answer(
     with transaction.atomic():
         # The participant first, as consent_grant and participant_withdraw lock it: one order.
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        request = _open_request(participant=participant, request_id=request_id, lock=True)
         if grant:
-            _, purpose = consent_request_purpose(participant=participant, request_id=request_id, scope=scope)
-        request = (
-            ConsentRequest.objects.select_for_update()
-            .filter(pk=request_id, participant=participant).first()
-        )
-        if request is None:
-            raise ConsentRequest.DoesNotExist("No such request for this participant.")
-        if request.status != ConsentRequest.OPEN:
-            raise ConsentStateError(_REQUEST_CLOSED)
-        if grant:
+            purpose = _request_purpose(request=request, scope=scope)
             live = Consent.objects.filter(participant=participant, purpose=purpose).exclude(
                 state=Consent.REVOKED
             )
@@ -1145,11 +1149,8 @@ def withdrawal_challenge_create(*, participant: Participant, level: str, domain:
     refusal = withdrawal_refusal(participant=participant, level=level)
     if refusal:
         raise ConsentStateError(refusal)
-    challenge = identity_services.challenge_create(
-        purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
-        expected=_withdrawal_decision(participant=participant, level=level),
-    )
-    return {"nonce": challenge.nonce, "domain": domain, "decision": challenge.expected["decision"]}
+    return _challenge(participant=participant, domain=domain,
+                      expected=_withdrawal_decision(participant=participant, level=level))
 
 
 def participant_withdraw(*, participant: Participant, level: str, signed_decision: str | None = None) -> Withdrawal:
@@ -1225,16 +1226,18 @@ def _withdrawal_instructions_issue(*, withdrawal: Withdrawal, action: str, now) 
     ).select_for_update():
         standing.setdefault(instruction.sample_id, []).append(instruction)
     rank = _INSTRUCTION_RANK[action]
-    for sample in samples:
-        earlier = standing.get(sample.pk, [])
-        if any(_INSTRUCTION_RANK[i.action] >= rank for i in earlier):
-            continue
-        instruction = WithdrawalInstruction.objects.create(
-            withdrawal=withdrawal, sample=sample, action=action, created_at=now
-        )
-        WithdrawalInstruction.objects.filter(
-            pk__in=[i.pk for i in earlier if i.confirmed_at is None]
-        ).update(superseded_by=instruction)
+    new = WithdrawalInstruction.objects.bulk_create([
+        WithdrawalInstruction(withdrawal=withdrawal, sample=sample, action=action, created_at=now)
+        for sample in samples
+        if not any(_INSTRUCTION_RANK[i.action] >= rank for i in standing.get(sample.pk, []))
+    ])
+    for instruction in new:  # few: only samples with an open weaker instruction get an update
+        weaker = [i.pk for i in standing.get(instruction.sample_id, []) if i.confirmed_at is None]
+        if weaker:
+            WithdrawalInstruction.objects.filter(pk__in=weaker).update(superseded_by=instruction)
+
+
+_NOTHING_TO_REJOIN = "You have not withdrawn: there is nothing to rejoin."
 
 
 def _rejoin_decision(*, participant: Participant) -> dict:
@@ -1244,12 +1247,8 @@ def _rejoin_decision(*, participant: Participant) -> dict:
 def rejoin_challenge_create(*, participant: Participant, domain: str) -> dict:
     """The exact rejoin decision the participant's browser is to sign, with a one-time nonce."""
     if not participant.withdrawal_level:
-        raise ConsentStateError("You have not withdrawn: there is nothing to rejoin.")
-    challenge = identity_services.challenge_create(
-        purpose="decision", bound_to=str(participant.pseudonym), domain=domain,
-        expected=_rejoin_decision(participant=participant),
-    )
-    return {"nonce": challenge.nonce, "domain": domain, "decision": challenge.expected["decision"]}
+        raise ConsentStateError(_NOTHING_TO_REJOIN)
+    return _challenge(participant=participant, domain=domain, expected=_rejoin_decision(participant=participant))
 
 
 def participant_rejoin(*, participant: Participant, signed_decision: str | None = None) -> Rejoin:
@@ -1261,7 +1260,7 @@ def participant_rejoin(*, participant: Participant, signed_decision: str | None 
     with transaction.atomic():
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
         if not participant.withdrawal_level:
-            raise ConsentStateError("You have not withdrawn: there is nothing to rejoin.")
+            raise ConsentStateError(_NOTHING_TO_REJOIN)
         signature = _signature(
             participant=participant, expected=_rejoin_decision(participant=participant),
             signed_decision=signed_decision, now=now,
