@@ -9,6 +9,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class DuoTerm(models.Model):
@@ -111,7 +112,7 @@ class Consent(models.Model):
     GRANTED = "granted"
     SUSPENDED = "suspended"
     REVOKED = "revoked"
-    STATES = [(GRANTED, "granted"), (SUSPENDED, "suspended"), (REVOKED, "revoked")]
+    STATES = [(GRANTED, _("granted")), (SUSPENDED, _("suspended")), (REVOKED, _("revoked"))]
 
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="consents")
     purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="consents")
@@ -341,9 +342,9 @@ class Withdrawal(models.Model):
     NO_USE = "no_use"
     # In this order: a withdrawal can only go up it (until the participant rejoins).
     LEVELS = [
-        (NO_CONTACT, "No further contact"),
-        (NO_ACCESS, "No further access (data already shared stays)"),
-        (NO_USE, "No further use (samples and data destroyed)"),
+        (NO_CONTACT, _("No further contact")),
+        (NO_ACCESS, _("No further access (data already shared stays)")),
+        (NO_USE, _("No further use (samples and data destroyed)")),
     ]
     RANK = {NO_CONTACT: 1, NO_ACCESS: 2, NO_USE: 3}
     # The levels that stop every release of the samples registered before them.
@@ -372,7 +373,7 @@ class WithdrawalInstruction(models.Model):
 
     STOP_ACCESS = "stop_access"
     DESTROY = "destroy"
-    ACTIONS = [(STOP_ACCESS, "stop access"), (DESTROY, "destroy sample and data")]
+    ACTIONS = [(STOP_ACCESS, _("stop access")), (DESTROY, _("destroy sample and data"))]
 
     # The feed cursor: custodians read ?since=<seq>.
     seq = models.BigAutoField(primary_key=True)

@@ -20,6 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext, gettext_lazy
 
 from consent_portal import decisions, plain, selectors
 from consent_portal.models import (
@@ -259,20 +260,21 @@ def _signature(*, participant: Participant, expected: dict, signed_decision: str
     and the record says so. Consent decisions and withdrawals both come through here."""
     if participant.key_custody == Participant.SELF_CUSTODY:
         if not signed_decision:
-            raise ConsentStateError("You hold your own key: sign this decision in your browser.")
+            raise ConsentStateError(gettext("You hold your own key: sign this decision in your browser."))
         signers = set(selectors.signing_dids(participant=participant))
         try:
             redeemed = identity_services.presentation_redeem(
                 token=signed_decision, purpose="decision", bound_to=str(participant.pseudonym), signers=signers
             )
         except identity_services.PresentationError as exc:
-            raise ConsentStateError(f"Your signed decision was refused ({exc.check}): {exc}") from None
+            raise ConsentStateError(gettext("Your signed decision was refused (%(check)s): %(reason)s")
+                                    % {"check": exc.check, "reason": exc}) from None
         # The challenge fixed the whole decision; it must also be the change being applied.
         if {key: redeemed["decision"].get(key) for key in expected} != expected:
-            raise ConsentStateError("Your signed decision was refused (payload): it is for another change.")
+            raise ConsentStateError(gettext("Your signed decision was refused (payload): it is for another change."))
         return DecisionSignature(signed_by=ConsentEvent.PARTICIPANT_KEY, token=signed_decision)
     if signed_decision:
-        raise ConsentStateError("Register your key on the My keys page before signing decisions.")
+        raise ConsentStateError(gettext("Register your key on the My keys page before signing decisions."))
     decision = {
         **expected,
         "nonce": secrets.token_urlsafe(18),
@@ -354,11 +356,12 @@ def grant_refusal(*, participant: Participant, purpose: Purpose | None = None) -
     consent is given while a withdrawal from access or use is in force: rejoining comes
     first, as a decision of its own."""
     if participant.withdrawal_level in Withdrawal.STOPS_ACCESS:
-        return (f"You have withdrawn from the biobank (“{_LEVEL_LABELS[participant.withdrawal_level]}”), so "
-                "no consent can be given. To take part again, rejoin first: that is a decision of its own.")
+        return gettext("You have withdrawn from the biobank (“%(level)s”), so no consent can be given. To take "
+                       "part again, rejoin first: that is a decision of its own.") % {
+            "level": _LEVEL_LABELS[participant.withdrawal_level]}
     if purpose is not None and Consent.objects.filter(participant=participant, purpose=purpose).exclude(
             state=Consent.REVOKED).exists():
-        return f"Consent for '{purpose.title}' is already in place."
+        return gettext("Consent for '%(title)s' is already in place.") % {"title": purpose.title}
     return None
 
 
@@ -378,9 +381,9 @@ def consent_change_refusal(*, consent: Consent, action: str) -> str | None:
     """Why `action` cannot be taken on this consent now (its state, or a withdrawal in
     force), or None. consent_change refuses with the same sentences."""
     if action not in _TRANSITIONS:
-        return f"Unknown action '{action}'."
+        return gettext("Unknown action '%(action)s'.") % {"action": action}
     if consent.state not in _TRANSITIONS[action][0]:
-        return f"A {consent.state} consent cannot be {action}d."
+        return gettext("A %(state)s consent cannot be %(action)sd.") % {"state": consent.state, "action": action}
     if action == ConsentEvent.RESUME:
         return grant_refusal(participant=consent.participant)
     return None
@@ -399,7 +402,7 @@ def consent_change(
         raise ConsentStateError(f"Unknown action '{action}'.")
     now = timezone.now()
     if suspend_until is not None and (action != ConsentEvent.SUSPEND or suspend_until <= now):
-        raise ConsentStateError("A suspension end must be in the future, and only a suspension has one.")
+        raise ConsentStateError(gettext("A suspension end must be in the future, and only a suspension has one."))
     with transaction.atomic():
         # Filtering by participant is what keeps one participant out of another's consents.
         consent = (
@@ -1002,7 +1005,7 @@ def consent_requests_create(*, use_id: int) -> int:
 
 
 REQUEST_SCOPES = ("study", "standing")
-_REQUEST_CLOSED = "This request is closed: it was answered, or a consent you gave already covers it."
+_REQUEST_CLOSED = gettext_lazy("This request is closed: it was answered, or a consent you gave already covers it.")
 
 
 def consent_request_purpose(*, participant: Participant, request_id: int, scope: str) -> tuple[ConsentRequest, Purpose]:
@@ -1021,13 +1024,13 @@ def _open_request(*, participant: Participant, request_id: int, lock: bool = Fal
     if request is None:
         raise ConsentRequest.DoesNotExist("No such request for this participant.")
     if request.status != ConsentRequest.OPEN:
-        raise ConsentStateError(_REQUEST_CLOSED)
+        raise ConsentStateError(str(_REQUEST_CLOSED))
     return request
 
 
 def _request_purpose(*, request: ConsentRequest, scope: str) -> Purpose:
     if scope not in REQUEST_SCOPES:
-        raise ConsentStateError("Choose this study only, or every approved study of this kind.")
+        raise ConsentStateError(gettext("Choose this study only, or every approved study of this kind."))
     standing, only = request.purpose, request.study_purpose
     if only is None or not _exactly_as_asked(purpose=standing, use=request.use):
         with transaction.atomic():
@@ -1130,15 +1133,16 @@ def withdrawal_refusal(*, participant: Participant, level: str) -> str | None:
     """Why a withdrawal at `level` cannot be made now, or None when it can. A withdrawal
     only goes further (no further contact < access < use) until the participant rejoins."""
     if level not in _WITHDRAWAL_ACTIONS:
-        return f"Unknown withdrawal level '{level}'."
+        return gettext("Unknown withdrawal level '%(level)s'.") % {"level": level}
     current = participant.withdrawal_level
     if not current:
         return None
     if current == level:
-        return f"You have already withdrawn at “{_LEVEL_LABELS[current]}”."
+        return gettext("You have already withdrawn at “%(level)s”.") % {"level": _LEVEL_LABELS[current]}
     if Withdrawal.RANK[level] < Withdrawal.RANK[current]:
-        return (f"You have withdrawn at “{_LEVEL_LABELS[current]}”, which already goes further than "
-                f"“{_LEVEL_LABELS[level]}”. A withdrawal can only go further; to take part again, rejoin.")
+        return gettext("You have withdrawn at “%(current)s”, which already goes further than “%(level)s”. A "
+                       "withdrawal can only go further; to take part again, rejoin.") % {
+            "current": _LEVEL_LABELS[current], "level": _LEVEL_LABELS[level]}
     return None
 
 
@@ -1237,7 +1241,7 @@ def _withdrawal_instructions_issue(*, withdrawal: Withdrawal, action: str, now) 
             WithdrawalInstruction.objects.filter(pk__in=weaker).update(superseded_by=instruction)
 
 
-_NOTHING_TO_REJOIN = "You have not withdrawn: there is nothing to rejoin."
+_NOTHING_TO_REJOIN = gettext_lazy("You have not withdrawn: there is nothing to rejoin.")
 
 
 def _rejoin_decision(*, participant: Participant) -> dict:
@@ -1247,7 +1251,7 @@ def _rejoin_decision(*, participant: Participant) -> dict:
 def rejoin_challenge_create(*, participant: Participant, domain: str) -> dict:
     """The exact rejoin decision the participant's browser is to sign, with a one-time nonce."""
     if not participant.withdrawal_level:
-        raise ConsentStateError(_NOTHING_TO_REJOIN)
+        raise ConsentStateError(str(_NOTHING_TO_REJOIN))
     return _challenge(participant=participant, domain=domain, expected=_rejoin_decision(participant=participant))
 
 
@@ -1260,7 +1264,7 @@ def participant_rejoin(*, participant: Participant, signed_decision: str | None 
     with transaction.atomic():
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
         if not participant.withdrawal_level:
-            raise ConsentStateError(_NOTHING_TO_REJOIN)
+            raise ConsentStateError(str(_NOTHING_TO_REJOIN))
         signature = _signature(
             participant=participant, expected=_rejoin_decision(participant=participant),
             signed_decision=signed_decision, now=now,
