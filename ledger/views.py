@@ -92,6 +92,8 @@ _ERRORS = {
     401: OpenApiResponse(description="No credentials, when the ledger is not public."),
     404: OpenApiResponse(description="Not found: {error, detail}."),
 }
+# The entries themselves: member nodes only, unless the log is public.
+_ENTRY_ERRORS = {**_ERRORS, 403: OpenApiResponse(description="A custodian token: entries are for member nodes.")}
 _HASHES = serializers.ListField(child=serializers.CharField(), help_text="Base64 SHA-256 hashes.")
 
 
@@ -160,6 +162,7 @@ def _immutable(data: bytes) -> HttpResponse:
 
 
 _TILE_RESPONSES = {(200, "application/octet-stream"): OpenApiTypes.BINARY, **_ERRORS}
+_ENTRY_BUNDLE_RESPONSES = {(200, "application/octet-stream"): OpenApiTypes.BINARY, **_ENTRY_ERRORS}
 
 
 class HashTileView(LedgerView):
@@ -186,7 +189,7 @@ class EntryBundleView(LedgerView):
         tags=["ledger"],
         operation_id="ledger_entry_bundle",
         summary="An entry bundle (C2SP tlog-tiles): tile/entries/<N>, or a partial one, .p/<W>",
-        responses=_TILE_RESPONSES,
+        responses=_ENTRY_BUNDLE_RESPONSES,
     )
     def get(self, request, path: str, width: str | None = None):
         index, width = _tile_address(path, width)
@@ -207,6 +210,7 @@ class EntryView(LedgerView):
             (200, "application/json"): OpenApiTypes.OBJECT,
             401: _ERRORS[401],
             404: _ERRORS[404],
+            403: _ENTRY_ERRORS[403],
         },
     )
     def get(self, request, index: int):
@@ -298,7 +302,7 @@ class EntriesView(LedgerView):
                 "LedgerEntries",
                 {"start": serializers.IntegerField(), "leaves": _HASHES},
             ),
-            **_ERRORS,
+            **_ENTRY_ERRORS,
         },
     )
     def get(self, request):

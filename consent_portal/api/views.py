@@ -1,8 +1,8 @@
 from django.db import IntegrityError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -78,12 +78,29 @@ class ConsentCheckDetailView(APIView):
         return Response(_check_body(check))
 
 
+# The JSON error shape every endpoint of this API answers with (api/errors.py).
+_ERROR = inline_serializer("ApiError", {
+    "error": serializers.CharField(help_text="A code, e.g. invalid, unknown_participant, superseded."),
+    "detail": serializers.CharField(help_text="A sentence naming the problem."),
+    "fields": serializers.DictField(required=False, help_text="Field name -> messages, for invalid input."),
+})
+_ENROLMENT = inline_serializer("Enrolment", {
+    "participant": serializers.CharField(help_text="This custodian's reference for the participant (P-...)."),
+    "enrolled_at": serializers.DateTimeField(),
+})
+_SAMPLE = inline_serializer("RegisteredSample", {
+    "sample": serializers.CharField(), "participant": serializers.CharField(), "kind": serializers.CharField(),
+})
+
+
 class EnrolmentView(APIView):
     @extend_schema(
         request=EnrolmentRequest,
-        responses={201: OpenApiResponse(description="Enrolled: this custodian's reference for the participant"),
-                   200: OpenApiResponse(description="Already enrolled: the same reference"),
-                   404: OpenApiResponse(description="No such donation code, or it was used or has expired")},
+        responses={201: OpenApiResponse(_ENROLMENT, description="Enrolled: this custodian's reference for the participant"),
+                   200: OpenApiResponse(_ENROLMENT, description="Already enrolled: the same reference"),
+                   400: OpenApiResponse(_ERROR, description="A malformed code"),
+                   401: OpenApiResponse(_ERROR, description="Missing or unknown bearer token"),
+                   404: OpenApiResponse(_ERROR, description="No such donation code, or it was used or has expired")},
         summary="Enrol a participant at collection with the one-time donation code they hand over",
     )
     def post(self, request):
@@ -99,8 +116,12 @@ class EnrolmentView(APIView):
 
 
 class SampleView(APIView):
-    @extend_schema(request=SampleRequest, responses={201: OpenApiResponse(description="Registered"),
-                                                     404: OpenApiResponse(description="No such participant enrolled with this custodian")},
+    @extend_schema(request=SampleRequest, responses={
+        201: OpenApiResponse(_SAMPLE, description="Registered"),
+        400: OpenApiResponse(_ERROR, description="A missing or malformed field"),
+        401: OpenApiResponse(_ERROR, description="Missing or unknown bearer token"),
+        404: OpenApiResponse(_ERROR, description="No such participant enrolled with this custodian"),
+        409: OpenApiResponse(_ERROR, description="This custodian already registered the sample")},
                    summary="Register a sample of a participant enrolled with this custodian")
     def post(self, request):
         given = SampleRequest(data=request.data)
@@ -195,7 +216,9 @@ class WithdrawalFeedView(APIView):
 
 
 class WithdrawalConfirmView(APIView):
-    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 404: None, 409: None},
+    @extend_schema(request=None, responses={
+        200: OpenApiTypes.OBJECT, 404: OpenApiResponse(_ERROR, description="No such instruction for this custodian"),
+        409: OpenApiResponse(_ERROR, description="already_confirmed, or superseded by a later instruction")},
                    summary="Confirm that an instruction was carried out (sealed on the ledger)")
     def post(self, request, seq):
         try:

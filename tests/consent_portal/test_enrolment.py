@@ -116,3 +116,29 @@ def test_the_participant_gets_a_code_on_their_page_and_sees_who_enrolled_them(pa
     assert post(lab_a[1], "/api/v1/enrolments", {"code": code}).status_code == 201
     page = client.get("/portal/").content.decode()
     assert "Lab A" in page and 'data-testid="donation-code"' not in page
+
+
+def test_the_openapi_schema_declares_what_enrolment_and_samples_answer(participant, lab_a, client):
+    schema = json.loads(client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").content)
+    components = schema["components"]["schemas"]
+
+    def properties(path, status):
+        content = schema["paths"][path]["post"]["responses"][status]["content"]["application/json"]["schema"]
+        return set(components[content["$ref"].rsplit("/", 1)[1]]["properties"])
+
+    assert set(schema["paths"]["/api/v1/enrolments"]["post"]["responses"]) == {"200", "201", "400", "401", "404"}
+    assert set(schema["paths"]["/api/v1/samples"]["post"]["responses"]) == {"201", "400", "401", "404", "409"}
+    code = services.donation_code_create(participant=participant)
+    enrolled = post(lab_a[1], "/api/v1/enrolments", {"code": code})
+    assert set(enrolled.json()) == properties("/api/v1/enrolments", "201")
+    refused = post(lab_a[1], "/api/v1/enrolments", {"code": code})
+    assert refused.status_code == 404 and set(refused.json()) <= properties("/api/v1/enrolments", "404")
+    body = {"sample": "A-1", "participant": enrolled.json()["participant"], "kind": "blood"}
+    registered = post(lab_a[1], "/api/v1/samples", body)
+    assert set(registered.json()) == properties("/api/v1/samples", "201")
+    for response, status in ((post(lab_a[1], "/api/v1/samples", body), "409"),
+                             (post(lab_a[1], "/api/v1/samples", {**body, "participant": "P-x"}), "404"),
+                             (post(lab_a[1], "/api/v1/samples", {**body, "kind": "hair"}), "400"),
+                             (post(Client(HTTP_AUTHORIZATION="Bearer nope"), "/api/v1/samples", body), "401")):
+        assert str(response.status_code) == status and response["Content-Type"] == "application/json"
+        assert {"error", "detail"} <= set(response.json()) <= properties("/api/v1/samples", status)
