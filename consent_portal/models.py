@@ -243,6 +243,10 @@ class Enrolment(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="enrolments")
     reference = models.CharField(max_length=32, unique=True)
     created_at = models.DateTimeField()
+    # Its `participant.enrolled_with` ledger entry (blinded); null for enrolments made
+    # before enrolments were recorded on the ledger.
+    ledger_entry = models.OneToOneField(
+        "ledger.Entry", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         constraints = [

@@ -33,6 +33,7 @@ from consent_portal.models import (
 )
 from identity import selectors as identity_selectors
 from identity.db import prepared_rows
+from ledger.models import EntryOpenings
 
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the
@@ -541,6 +542,9 @@ class CheckConsent:
     latest_action: str | None
     latest_at: datetime | None
     latest_entry_id: int | None
+    # The opening of the latest event's credential commitment (ledger.blinding), which the
+    # custodian's evidence carries; None for an event sealed before entries were blinded.
+    latest_credential_opening: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -584,7 +588,8 @@ SELECT s.id, s.participant_id,
        p.permission_id, p.disease_id, p.modifier_params, p.slug,
        (SELECT {aggregate}(m.duoterm_id, ',') FROM {modifiers} m WHERE m.purpose_id = p.id),
        ev.action, ev.created_at, ev.ledger_entry_id,
-       s.withdrawn_at, s.destroyed_at
+       s.withdrawn_at, s.destroyed_at,
+       (SELECT o.openings FROM {EntryOpenings._meta.db_table} o WHERE o.entry_id = ev.ledger_entry_id)
 FROM (SELECT 1 AS one) one
 LEFT JOIN {t[Sample]} s ON s.custodian_id = %s AND s.identifier = %s
 LEFT JOIN {t[Study]} st ON st.identifier = %s
@@ -650,8 +655,10 @@ def check_facts(*, custodian_id: int, sample: str, study: str, purpose: str) -> 
             modifiers=frozenset(row[25].split(",")) if row[25] else frozenset(),
             params=_json_column(row[23]) or {}, granted_on=granted_at.date() if granted_at else None,
         )
+        openings = _json_column(row[31]) or {}
         consents.append(CheckConsent(view=view, purpose_slug=row[24], credential_id=row[20],
-                                     latest_action=row[26], latest_at=latest_at, latest_entry_id=row[28]))
+                                     latest_action=row[26], latest_at=latest_at, latest_entry_id=row[28],
+                                     latest_credential_opening=openings.get("credential")))
     return CheckFacts(
         sample_id=str(uuid.UUID(str(first[0]))) if first[0] is not None else None,
         study=study_facts, use_id=first[14], use_disease_id=first[15] or "",

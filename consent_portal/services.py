@@ -82,12 +82,9 @@ def participant_enrol(*, user) -> Participant:
         )
         ledger_services.entry_append(
             kind="participant.enrolled",
-            payload={
-                "type": "participant.enrolled",
-                "participant": str(participant.pseudonym),
-                "credential": credential.id,
-                "at": timezone.now().isoformat(),
-            },
+            payload={"type": "participant.enrolled", "at": timezone.now().isoformat()},
+            committed={"participant": str(participant.pseudonym), "credential": credential.id},
+            subject=str(participant.pseudonym),
         )
     return participant
 
@@ -110,13 +107,9 @@ class KeyChangeError(ValueError):
 def _key_event(*, kind: str, participant: Participant, did: str, custody: str, now) -> None:
     ledger_services.entry_append(
         kind=kind,
-        payload={
-            "type": kind,
-            "participant": str(participant.pseudonym),
-            "did": did,
-            "custody": custody,
-            "at": now.isoformat(),
-        },
+        payload={"type": kind, "custody": custody, "at": now.isoformat()},
+        committed={"participant": str(participant.pseudonym), "did": did},
+        subject=str(participant.pseudonym),
     )
 
 
@@ -294,21 +287,23 @@ SCHEDULED_RESUME = DecisionSignature(signed_by="scheduled-resume", token="")
 
 def _consent_event_record(*, consent: Consent, action: str, now, signature: DecisionSignature) -> ConsentEvent:
     token, signed_by = signature.token, signature.signed_by
+    pseudonym = str(consent.participant.pseudonym)
     payload = {
         "type": "consent.event",
-        "participant": str(consent.participant.pseudonym),
         "purpose": consent.purpose.slug,
         "permission": consent.purpose.permission_id,
         "action": action,
         "state": consent.state,
-        "credential": consent.credential_id,
         "at": now.isoformat(),
         "signed_by": signed_by,
     }
     if token:
         # The ledger holds the hash; the signed decision itself stays with the event.
         payload["decision_sha256"] = hashlib.sha256(token.encode()).hexdigest()
-    entry = ledger_services.entry_append(kind=f"consent.{action}", payload=payload)
+    entry = ledger_services.entry_append(
+        kind=f"consent.{action}", payload=payload,
+        committed={"participant": pseudonym, "credential": consent.credential_id}, subject=pseudonym,
+    )
     return ConsentEvent.objects.create(
         consent=consent, action=action, state_after=consent.state, created_at=now, ledger_entry=entry,
         signed_by=signed_by, decision_jwt=token,
@@ -568,11 +563,24 @@ def custodian_enrol(*, custodian: Custodian, code: str) -> tuple[Enrolment, bool
 
 def custodian_enrolment_ensure(*, custodian: Custodian, participant: Participant) -> tuple[Enrolment, bool]:
     """The custodian's enrolment with the participant, made if there is none (for a redeemed
-    code, and for assisted enrolment by the operator, as the demo does)."""
-    return Enrolment.objects.get_or_create(
-        custodian=custodian, participant=participant,
-        defaults={"reference": f"P-{secrets.token_hex(10)}", "created_at": timezone.now()},
-    )
+    code, and for assisted enrolment by the operator, as the demo does). A new enrolment
+    is recorded on the ledger, blinded: the entry commits to the participant, the custodian
+    and its reference, and tells a reader none of them."""
+    with transaction.atomic():
+        enrolment, created = Enrolment.objects.get_or_create(
+            custodian=custodian, participant=participant,
+            defaults={"reference": f"P-{secrets.token_hex(10)}", "created_at": timezone.now()},
+        )
+        if created:
+            pseudonym = str(participant.pseudonym)
+            enrolment.ledger_entry = ledger_services.entry_append(
+                kind="participant.enrolled_with",
+                payload={"type": "participant.enrolled_with", "at": enrolment.created_at.isoformat()},
+                committed={"participant": pseudonym, "custodian": custodian.pk, "enrolment": enrolment.reference},
+                subject=pseudonym,
+            )
+            enrolment.save(update_fields=["ledger_entry"])
+    return enrolment, created
 
 
 def sample_register(*, custodian: Custodian, identifier: str, participant: Participant, kind: str) -> Sample:
@@ -713,23 +721,23 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
         evidence=evidence,
         created_at=now,
     )
+    committed = {"check": str(check.id), "custodian": custodian.pk, "sample": sample, "study": study}
+    if named is not None:
+        committed["credential"] = named.credential_id
     _check_record(check, payload={
         "type": "consent.check",
-        "check": str(check.id),
-        "custodian": custodian.pk,
-        "sample": facts.sample_id,
-        "study": study,
         "purpose": purpose,
         "decision": decision,
         "reasons": [r.code for r in reasons],
-        "credential": named.credential_id if named else None,
         "at": now.isoformat(),
-    })
+    }, committed=committed)
     return CheckOutcome(check=check, unknown=unknown)
 
 
-def _check_record(check: ConsentCheck, *, payload: dict) -> None:
-    """Stores the check with its ledger entry, both or neither.
+def _check_record(check: ConsentCheck, *, payload: dict, committed: dict) -> None:
+    """Stores the check with its ledger entry (and the entry's openings), all or none. The
+    openings are the custodian's, kept under no participant: erasure leaves a custodian's
+    own records provable to it.
 
     On PostgreSQL one statement inserts both (the entry in a data-modifying WITH), so an
     autocommitted check costs one round trip and one WAL flush instead of BEGIN, two
@@ -737,14 +745,16 @@ def _check_record(check: ConsentCheck, *, payload: dict) -> None:
     """
     if connection.vendor != "postgresql":
         with transaction.atomic():
-            check.ledger_entry = ledger_services.entry_append(kind="consent.check", payload=payload)
+            check.ledger_entry = ledger_services.entry_append(
+                kind="consent.check", payload=payload, committed=committed)
             check.save(force_insert=True)
+        check.ledger_openings = check.ledger_entry.opened
         return
     fields = [f for f in ConsentCheck._meta.concrete_fields if f.attname != "ledger_entry_id"]
     qn = connection.ops.quote_name
     entry_column = qn(ConsentCheck._meta.get_field("ledger_entry").column)
-    (check.ledger_entry_id,) = ledger_services.entry_append_with(
-        kind="consent.check", payload=payload, created_at=check.created_at,
+    (check.ledger_entry_id,), check.ledger_openings = ledger_services.entry_append_with(
+        kind="consent.check", payload=payload, committed=committed, created_at=check.created_at,
         sql=(f"INSERT INTO {qn(ConsentCheck._meta.db_table)} ({', '.join(qn(f.column) for f in fields)},"
              f" {entry_column}) VALUES ({', '.join(['%s'] * len(fields))}, (SELECT id FROM e))"
              f" RETURNING {entry_column}"),
@@ -819,11 +829,9 @@ def consent_check_bulk(*, custodian: Custodian, samples: list[str], study: Study
         )
         bulk.ledger_entry = ledger_services.entry_append(
             kind="consent.bulk_check",
+            committed={"check": str(bulk.id), "custodian": custodian.pk, "study": study.identifier},
             payload={
                 "type": "consent.bulk_check",
-                "check": str(bulk.id),
-                "custodian": custodian.pk,
-                "study": study.identifier,
                 "purpose": purpose,
                 "count": len(results),
                 "permits": permits,
@@ -867,22 +875,35 @@ def canonical_json(value) -> bytes:
 
 
 def _check_evidence(*, sample: str, study: str, purpose: str, consent: selectors.CheckConsent | None) -> dict:
+    """What the custodian is shown: enough to prove the decision, no more of the participant.
+
+    The consent's purpose and state, its credential's id and status (the signed status
+    lists' bits) and the portal's verification of it, and the receipt of the consent's
+    latest ledger event with the opening of that entry's credential commitment alone, so
+    `python -m ledger.verify` ties the event to this answer. Not the credential itself: it
+    names the participant's DID, an identifier every custodian would share. See
+    docs/privacy.md."""
     evidence = {"sample": sample, "study": study, "purpose": purpose, "consent": None}
     if consent is None:
         return evidence
     # The same verification the public verify endpoint runs.
     credential = identity_selectors.credential_evidence(credential_id=consent.credential_id)
     if credential is None:
-        credential = {"credential": None, "credential_status": None, "verification": {
+        credential = {"credential_status": None, "verification": {
             "verified": False, "checks": {"credential": "failed: not found"},
             "errors": [f"credential {consent.credential_id} is not on record"]}}
     receipt = None
     if consent.latest_entry_id is not None:
         receipt = ledger_selectors.entry_receipt(entry_id=consent.latest_entry_id)
+        if receipt is not None and consent.latest_credential_opening is not None:
+            receipt = ledger_selectors.receipt_with_openings(
+                receipt, {"credential": consent.latest_credential_opening})
     evidence["consent"] = {
         "purpose": consent.purpose_slug,
         "state": consent.view.state,
-        **credential,
+        "credential_id": consent.credential_id,
+        "credential_status": credential["credential_status"],
+        "verification": credential["verification"],
         "latest_event": {
             "action": consent.latest_action,
             "at": consent.latest_at.isoformat() if consent.latest_at else None,
@@ -1203,10 +1224,10 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
         )
         withdrawal.ledger_entry = ledger_services.entry_append(
             kind="participant.withdrew",
+            committed={"withdrawal": str(withdrawal.id), "participant": str(participant.pseudonym)},
+            subject=str(participant.pseudonym),
             payload={
                 "type": "participant.withdrew",
-                "withdrawal": str(withdrawal.id),
-                "participant": str(participant.pseudonym),
                 "level": level,
                 "at": now.isoformat(),
                 "signed_by": signature.signed_by,
@@ -1275,10 +1296,10 @@ def participant_rejoin(*, participant: Participant, signed_decision: str | None 
         )
         rejoin.ledger_entry = ledger_services.entry_append(
             kind="participant.rejoined",
+            committed={"rejoin": str(rejoin.id), "participant": str(participant.pseudonym)},
+            subject=str(participant.pseudonym),
             payload={
                 "type": "participant.rejoined",
-                "rejoin": str(rejoin.id),
-                "participant": str(participant.pseudonym),
                 "ended_level": participant.withdrawal_level,
                 "at": now.isoformat(),
                 "signed_by": signature.signed_by,
@@ -1313,13 +1334,16 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
         instruction.confirmed_at = now
         instruction.confirmation_entry = ledger_services.entry_append(
             kind="withdrawal.confirmed",
-            payload={
-                "type": "withdrawal.confirmed",
+            committed={
                 "instruction": instruction.seq,
                 "withdrawal": str(instruction.withdrawal_id),
                 "participant": str(instruction.withdrawal.participant.pseudonym),
-                "sample": str(instruction.sample_id),
+                "sample": instruction.sample.identifier,
                 "custodian": custodian.pk,
+            },
+            subject=str(instruction.withdrawal.participant.pseudonym),
+            payload={
+                "type": "withdrawal.confirmed",
                 "action": instruction.action,
                 "at": now.isoformat(),
             },
@@ -1332,7 +1356,9 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
 
 def participant_erase(*, participant: Participant, signed_decision: str | None = None) -> Erasure:
     """Right to erasure: withdraw from all use, then delete the person (login, name, e-mail)
-    so the pseudonym on the ledger no longer points to anyone. The ledger is untouched.
+    so the pseudonym no longer points to anyone, and delete the openings of the ledger
+    entries about them, so no one can link those entries to the pseudonym any more. The
+    ledger itself is untouched and stays verifiable.
 
     The withdrawal at no further use, when one is still needed, is signed as in
     participant_withdraw: `signed_decision` is the participant's signed withdrawal at that
@@ -1345,5 +1371,8 @@ def participant_erase(*, participant: Participant, signed_decision: str | None =
         participant.save(update_fields=["user"])
         if user is not None:
             user.delete()
+        # The ledger keeps every entry, verifiable; without their openings no one can show
+        # any more which of them were this participant's.
+        ledger_services.openings_erase(subject=str(participant.pseudonym))
         erasure = Erasure.objects.create(participant=participant, erased_at=timezone.now())
     return erasure

@@ -190,3 +190,20 @@ class SeenCheckpoint(models.Model):
 
     def __str__(self):
         return f"{self.origin} at {self.size}"
+
+
+class EntryOpenings(models.Model):
+    """The openings of a blinded entry's commitments (ledger.blinding): {field: {"value",
+    "salt"}}. Off the ledger, so erasure can delete them: the entry stays verifiable and
+    becomes unlinkable. `subject` groups the openings erasure deletes together (the
+    participant's pseudonym, where the entry is about one); empty where none is."""
+
+    entry = models.OneToOneField(Entry, primary_key=True, on_delete=models.CASCADE, related_name="openings")
+    subject = models.CharField(max_length=64, blank=True, db_index=True)
+    openings = models.JSONField()
+
+    class Meta:
+        verbose_name_plural = "entry openings"
+
+    def __str__(self):
+        return f"openings of entry {self.entry_id}"

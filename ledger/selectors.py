@@ -1,6 +1,7 @@
 """Reads: tree head, checkpoints, entries and proofs. Each proof is one query (its tiles)."""
 
 import base64
+import json
 import threading
 
 from cachetools import LRUCache
@@ -16,6 +17,7 @@ from ledger.models import (
     Cosignature,
     Entry,
     EntryBundle,
+    EntryOpenings,
     HashTile,
     Member,
     TreeState,
@@ -461,3 +463,25 @@ def _receipt(*, index: int, payload: bytes, size: int, checkpoint_note: str, cos
         "quorum": witness_quorum(),
         "final": final,
     }
+
+
+def entry_openings(*, entry_ids, fields) -> dict[int, dict]:
+    """{entry id: {field: opening}} for the openings of `fields` kept for these entries
+    (ledger.blinding); the caller names the fields the asker is entitled to. An entry
+    without openings (erased, or sealed before entries were blinded) is absent."""
+    wanted = set(fields)
+    found = {}
+    for entry_id, openings in EntryOpenings.objects.filter(entry_id__in=list(entry_ids)).values_list(
+            "entry_id", "openings"):
+        if isinstance(openings, str):
+            openings = json.loads(openings)
+        found[entry_id] = {field: value for field, value in openings.items() if field in wanted}
+    return found
+
+
+def receipt_with_openings(receipt: dict | None, openings: dict | None) -> dict | None:
+    """A receipt with the openings its holder may see, which `python -m ledger.verify`
+    checks against the leaf's commitments."""
+    if receipt is None or not openings:
+        return receipt
+    return {**receipt, "openings": openings}

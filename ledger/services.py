@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ledger import cosign, integrity, merkle, note, tiles
+from ledger import blinding, cosign, integrity, merkle, note, tiles
 from ledger.canonical import canonical_json
 from ledger.db import raw_cursor
 from ledger.keys import ledger_key_get_or_create, log_private_key
@@ -27,6 +27,7 @@ from ledger.models import (
     Cosignature,
     Entry,
     EntryBundle,
+    EntryOpenings,
     HashTile,
     Member,
     MemberToken,
@@ -120,52 +121,89 @@ def _personal_data(value, path: str) -> str | None:
     return None
 
 
-def _leaf(*, kind: str, payload: dict) -> bytes:
-    """The leaf bytes of a new entry, after refusing a bad kind or personal data."""
+def _leaf(*, kind: str, payload: dict, committed: dict | None = None) -> tuple[bytes, dict | None]:
+    """The leaf bytes of a new entry and the openings of its commitments (None when it
+    commits to nothing), after refusing a bad kind, personal data or a clear identifier.
+
+    `payload` is what the entry says in the clear; `committed` the values that say who,
+    which the leaf carries only as salted commitments (ledger.blinding) under "commit"."""
     if not isinstance(kind, str) or len(kind) > 64 or not KIND_PATTERN.fullmatch(kind):
         raise ValueError(f"kind {kind!r} must be dotted lower-case words, at most 64 characters")
     if not isinstance(payload, dict):
         raise ValueError("payload must be a JSON object")
     if payload.get("kind", kind) != kind:
         raise ValueError(f"payload kind {payload['kind']!r} differs from kind {kind!r}")
-    leaf = canonical_json({**payload, "kind": kind})
-    if len(leaf) > tiles.MAX_ENTRY:
-        raise ValueError(f"payload is {len(leaf)} bytes; a ledger entry holds at most "
-                         f"{tiles.MAX_ENTRY} (a C2SP tlog-tiles entry bundle's limit)")
-    found = _personal_data(payload, "payload")
+    if "commit" in payload:
+        raise ValueError("payload.commit is the ledger's own: pass the values as committed=")
+    found = _personal_data(payload, "payload") or _personal_data(committed or {}, "committed")
     if found:
         raise ValueError(
             f"{found} looks like personal data; the ledger takes pseudonymous ids only"
         )
-    return leaf
+    found = blinding.clear_identifier(payload)
+    if found:
+        raise ValueError(f"{found} names who in the clear; pass it as committed= so the entry "
+                         "carries only a salted commitment to it")
+    openings = None
+    body = {**payload, "kind": kind}
+    if committed:
+        body["commit"], openings = blinding.blind(committed)
+    leaf = canonical_json(body)
+    if len(leaf) > tiles.MAX_ENTRY:
+        raise ValueError(f"payload is {len(leaf)} bytes; a ledger entry holds at most "
+                         f"{tiles.MAX_ENTRY} (a C2SP tlog-tiles entry bundle's limit)")
+    return leaf, openings
 
 
-def entry_append(*, kind: str, payload: dict) -> Entry:
+def entry_append(*, kind: str, payload: dict, committed: dict | None = None, subject: str = "") -> Entry:
     """Adds a pending entry; sealing is enqueued when the caller's transaction commits.
 
     The stored leaf is the canonical JSON of the payload with "kind" added, so the kind is
-    covered by the leaf hash.
+    covered by the leaf hash, and "commit" holding a salted commitment to each value of
+    `committed` (ledger.blinding); their openings are kept off the ledger under `subject`
+    (the pseudonym of the participant the entry is about), which erasure deletes by.
     """
-    entry = Entry.objects.create(payload=_leaf(kind=kind, payload=payload))
+    leaf, openings = _leaf(kind=kind, payload=payload, committed=committed)
+    entry = Entry.objects.create(payload=leaf)
+    if openings:
+        EntryOpenings.objects.create(entry=entry, subject=subject, openings=openings)
+    entry.opened = openings  # for the caller to hand to whoever is entitled, without a read
     transaction.on_commit(_enqueue_seal)
     return entry
 
 
-def entry_append_with(*, kind: str, payload: dict, created_at, sql: str, params: list) -> tuple:
+def entry_append_with(*, kind: str, payload: dict, created_at, sql: str, params: list,
+                      committed: dict | None = None, subject: str = "") -> tuple:
     """entry_append and the caller's own INSERT in one statement (PostgreSQL: the entry's
-    INSERT in a data-modifying WITH named `e`), so a record and its ledger entry are
-    written in one round trip, both or neither. `sql` is the caller's INSERT, naming its
-    entry as `(SELECT id FROM e)`; returns that statement's first row (its RETURNING).
-    Sealing is asked for when the caller's write commits, as entry_append does."""
+    INSERT, and its openings', in a data-modifying WITH named `e`), so a record and its
+    ledger entry are written in one round trip, all or none. `sql` is the caller's INSERT,
+    naming its entry as `(SELECT id FROM e)`; returns that statement's first row (its
+    RETURNING) and the entry's openings (None when it commits to nothing). Sealing is asked
+    for when the caller's write commits, as entry_append does."""
     qn = connection.ops.quote_name
+    leaf, openings = _leaf(kind=kind, payload=payload, committed=committed)
     entry_sql = (f"INSERT INTO {qn(Entry._meta.db_table)} ({qn('payload')}, {qn('created_at')})"
                  f" VALUES (%s, %s) RETURNING {qn('id')}")
+    head, head_params = f"WITH e AS ({entry_sql})", [leaf, created_at]
+    if openings:
+        table = qn(EntryOpenings._meta.db_table)
+        head += (f", o AS (INSERT INTO {table} ({qn('entry_id')}, {qn('subject')}, {qn('openings')})"
+                 f" SELECT id, %s, %s::jsonb FROM e)")
+        head_params += [subject, json.dumps(openings)]
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH e AS ({entry_sql}) {sql}",
-                       [_leaf(kind=kind, payload=payload), created_at, *params])
+        cursor.execute(f"{head} {sql}", [*head_params, *params])
         row = cursor.fetchone()
     transaction.on_commit(_enqueue_seal)
-    return row
+    return row, openings
+
+
+def openings_erase(*, subject: str) -> int:
+    """Erasure: delete the openings kept under `subject`. The entries stay in the log,
+    verifiable; nothing can show any more that they were about this subject."""
+    if not subject:
+        raise ValueError("openings_erase needs a subject")
+    deleted, _ = EntryOpenings.objects.filter(subject=subject).delete()
+    return deleted
 
 
 def _enqueue_seal() -> None:

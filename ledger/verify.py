@@ -8,9 +8,15 @@ the cosigned checkpoint; it is one of:
   GET /api/v1/consent-checks/<id>): its receipts are checked one by one, each on its own
   line: "check" (the check itself) and "consent event" (the consent's latest event,
   evidence.consent.latest_event.ledger), and each must be the receipt of what the answer
-  says (its check id and decision; its credential);
+  says (its check id and decision; its sample, study and credential where the entry
+  commits to them);
 - a saved bulk answer (POST /api/v1/consent-checks/bulk): "bulk check", whose leaf must
   carry the SHA-256 of the answer's results.
+
+Blinded entries (ledger.blinding) carry salted commitments, not the values that say who;
+a receipt the portal hands to someone entitled carries `openings` for those values, and
+each must open its commitment: the summary line names what the entry was shown to commit
+to.
 
 A receipt carries the log's key and the witnesses' keys, but anyone can make up keys, so
 they only show the receipt is consistent. VALID needs the keys you trust pinned: the log
@@ -53,7 +59,7 @@ import json
 import sys
 from typing import NamedTuple
 
-from ledger import cosign, merkle, note
+from ledger import blinding, cosign, merkle, note
 
 RECEIPT_FORMAT = "consent-ledger-receipt/v1"
 VALID, INVALID, UNREADABLE, UNTRUSTED = 0, 1, 2, 3
@@ -283,6 +289,7 @@ class Part(NamedTuple):
     # (verdict, sentence): why this part cannot be checked, and what to do instead.
     refusal: tuple[str, str] | None = None
     leaf_fields: dict | None = None  # what the leaf must say to be this answer's
+    if_committed: dict | None = None  # what it must open to, where it commits to the field
 
 
 _SAVE_WHAT = (
@@ -323,46 +330,96 @@ def document_parts(document) -> list[Part]:
                       "portal serves no bulk check again: ask the biobank operator for the "
                       f"receipt of bulk check {check_id} (its entry carries results_sha256 "
                       f"{document['results_sha256']})")]
+    evidence = document.get("evidence")
+    evidence = evidence if isinstance(evidence, dict) else {}
+    consent = evidence.get("consent") if isinstance(evidence.get("consent"), dict) else None
+    credential_id = None
+    if consent is not None:
+        credential_id = consent.get("credential_id")
+        credential = consent.get("credential")  # answers saved before evidence was minimized
+        if credential_id is None and isinstance(credential, dict):
+            credential_id = credential.get("id")
+    # A blinded check entry commits to its sample, study and consent credential too: each
+    # must then open to what the answer says (entries sealed before blinding carry other
+    # forms of them, and are bound by check id and decision).
+    bound = {"sample": evidence.get("sample"), "study": evidence.get("study")}
+    if credential_id is not None:
+        bound["credential"] = credential_id
     parts = [_part("check", document["ledger"],
                    {"check": check_id, "decision": document.get("decision")},
                    "the check was recorded but not sealed yet when this answer was saved: fetch "
-                   f"GET /api/v1/consent-checks/{check_id} again later and save that answer")]
-    evidence = document.get("evidence")
-    consent = evidence.get("consent") if isinstance(evidence, dict) else None
-    if isinstance(consent, dict):
-        credential = consent.get("credential")
-        expected = {}
-        if isinstance(credential, dict) and "id" in credential:
-            expected["credential"] = credential["id"]
+                   f"GET /api/v1/consent-checks/{check_id} again later and save that answer",
+                   if_committed=bound)]
+    if consent is not None:
         latest = consent.get("latest_event")
         ledger = latest.get("ledger") if isinstance(latest, dict) else None
-        parts.append(_part("consent event", ledger, expected,
+        parts.append(_part("consent event", ledger,
+                           {"credential": credential_id} if credential_id is not None else {},
                            "the consent's latest event was not sealed yet when the check was "
                            "answered, and a saved check keeps the evidence it was given: ask "
                            "again later (POST /api/v1/consent-checks) and save the new answer"))
     return parts
 
 
-def _part(name: str, ledger, leaf_fields: dict, unsealed: str) -> Part:
+def _part(name: str, ledger, leaf_fields: dict, unsealed: str, if_committed: dict | None = None) -> Part:
     if _unsealed(ledger):
         return Part(name, None, refusal=("NOT SEALED", unsealed))
     if not isinstance(ledger, dict) or ledger.get("format") != RECEIPT_FORMAT:
         return Part(name, None, refusal=("receipt unreadable",
                                          f"its ledger object is not a {RECEIPT_FORMAT} receipt"))
-    return Part(name, ledger, leaf_fields=leaf_fields)
+    return Part(name, ledger, leaf_fields=leaf_fields, if_committed=if_committed)
 
 
-def _check_leaf(receipt: dict, fields: dict) -> None:
-    """The receipt must be of this answer's entry, not any genuine entry of the log."""
+def _check_leaf(receipt: dict, fields: dict, if_committed: dict | None = None) -> None:
+    """The receipt must be of this answer's entry, not any genuine entry of the log. A
+    field the entry carries in the clear is compared; one it commits to (a blinded entry,
+    ledger.blinding) must be opened by the receipt's `openings` to the answer's value."""
     try:
         leaf = json.loads(_b64(receipt.get("leaf"), "leaf"))
     except ValueError:
         raise ReceiptError("the leaf is not the JSON entry of this answer") from None
+    if not isinstance(leaf, dict):
+        raise ReceiptError("the leaf is not the JSON entry of this answer")
+    openings = receipt.get("openings")
+    openings = openings if isinstance(openings, dict) else {}
+    commitments = leaf.get("commit") if isinstance(leaf.get("commit"), dict) else {}
+    fields = {**{k: v for k, v in (if_committed or {}).items() if k in commitments}, **fields}
     for key, expected in fields.items():
-        found = leaf.get(key) if isinstance(leaf, dict) else None
+        if key in commitments:
+            if key not in openings:
+                raise ReceiptError(f"the entry commits to its {key} and the receipt carries no opening "
+                                   "of it: save the whole answer the portal gave")
+            try:
+                found = blinding.opening_check(leaf, key, openings[key])
+            except blinding.OpeningError as exc:
+                raise ReceiptError(f"the receipt is of another entry: {exc}") from None
+        else:
+            found = leaf.get(key)
         if found != expected:
             raise ReceiptError(f"the receipt is of another entry: its leaf has {key} {found!r}, "
                                f"this answer {expected!r}")
+
+
+def _openings_check(receipt: dict) -> str:
+    """Every opening a receipt carries must open the leaf's commitment (ledger.blinding);
+    the values they prove, as words for the summary line."""
+    openings = receipt.get("openings")
+    if openings is None:
+        return ""
+    if not isinstance(openings, dict):
+        raise MalformedReceiptError("openings must be an object: {field: {\"value\", \"salt\"}}")
+    try:
+        leaf = json.loads(_b64(receipt.get("leaf"), "leaf"))
+    except ValueError:
+        raise ReceiptError("the leaf is not a JSON entry") from None
+    proved = []
+    for field in sorted(openings):
+        try:
+            value = blinding.opening_check(leaf, field, openings[field])
+        except blinding.OpeningError as exc:
+            raise ReceiptError(str(exc)) from None
+        proved.append(f"{field} {value}")
+    return f"; the entry commits to {', '.join(proved)}" if proved else ""
 
 
 def verify_part(part: Part, trust: Trust) -> tuple[int, str]:
@@ -372,8 +429,9 @@ def verify_part(part: Part, trust: Trust) -> tuple[int, str]:
         verdict, sentence = part.refusal
         return UNREADABLE, f"{verdict}: {label}{sentence}"
     try:
-        if part.leaf_fields:
-            _check_leaf(part.receipt, part.leaf_fields)
+        if part.leaf_fields or part.if_committed:
+            _check_leaf(part.receipt, part.leaf_fields or {}, part.if_committed)
+        opened = _openings_check(part.receipt)
         summary = verify_receipt(
             part.receipt,
             log_keys=list(trust.log_keys),
@@ -387,7 +445,7 @@ def verify_part(part: Part, trust: Trust) -> tuple[int, str]:
         return UNTRUSTED, f"UNTRUSTED: {label}{exc}"
     except ReceiptError as exc:
         return INVALID, f"INVALID: {label}{exc}"
-    return VALID, f"VALID: {label}{summary}"
+    return VALID, f"VALID: {label}{summary}{opened}"
 
 
 def _worst(codes: list[int]) -> int:

@@ -29,12 +29,31 @@ _CHECK_PENDING = {
 }
 
 
+# The openings of its own check entries a custodian is handed: they prove the blinded entry
+# is this check (ledger.blinding), and name nothing the custodian did not send or hold.
+CHECK_OPENINGS = ("check", "custodian", "sample", "study", "credential")
+BULK_OPENINGS = ("check", "custodian", "study")
+
+
+def _with_openings(receipt: dict | None, entry_id: int, fields) -> dict | None:
+    if receipt is None:
+        return None
+    openings = ledger_selectors.entry_openings(entry_ids=[entry_id], fields=fields).get(entry_id)
+    return ledger_selectors.receipt_with_openings(receipt, openings)
+
+
 def _check_ledger(check: ConsentCheck) -> dict:
-    return ledger_selectors.entry_receipt(entry_id=check.ledger_entry_id) or dict(_CHECK_PENDING)
+    receipt = ledger_selectors.entry_receipt(entry_id=check.ledger_entry_id)
+    return _with_openings(receipt, check.ledger_entry_id, CHECK_OPENINGS) or dict(_CHECK_PENDING)
 
 
 def _fresh_check_ledger(check: ConsentCheck) -> dict:
-    return ledger_selectors.entry_receipt_just_appended(entry_id=check.ledger_entry_id) or dict(_CHECK_PENDING)
+    receipt = ledger_selectors.entry_receipt_just_appended(entry_id=check.ledger_entry_id)
+    if receipt is None:
+        return dict(_CHECK_PENDING)
+    # The openings the check was just written with (services._check_record), not read back.
+    openings = {k: v for k, v in (check.ledger_openings or {}).items() if k in CHECK_OPENINGS}
+    return ledger_selectors.receipt_with_openings(receipt, openings)
 
 
 def _check_body(check: ConsentCheck, *, fresh: bool = False) -> dict:
@@ -165,7 +184,8 @@ class BulkConsentCheckView(APIView):
             custodian=request.user, samples=data["samples"], study=data["study"], purpose=data["purpose"]
         )
         bulk, results_json = answer.pop("bulk"), answer.pop("results_json")
-        answer["ledger"] = ledger_selectors.entry_receipt(entry_id=bulk.ledger_entry_id) or {
+        receipt = ledger_selectors.entry_receipt(entry_id=bulk.ledger_entry_id)
+        answer["ledger"] = _with_openings(receipt, bulk.ledger_entry_id, BULK_OPENINGS) or {
             "sealed": False,
             "detail": "Recorded; the ledger entry carries results_sha256 and will be sealed shortly.",
         }

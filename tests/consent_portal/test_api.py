@@ -11,6 +11,7 @@ from django.test import Client
 from consent_portal import services
 from consent_portal.models import ConsentCheck
 from ledger.keys import ledger_verifier_key
+from ledger import blinding
 from ledger.models import Entry
 from ledger.selectors import entry_bytes
 from tests.ledger import read
@@ -48,14 +49,20 @@ def test_permit_with_evidence_a_custodian_can_verify(
     assert body["decision"] == "permit"
     assert [r["code"] for r in body["reasons"]] == ["consent_active"]
     consent = body["evidence"]["consent"]
-    assert consent["credential"]["credentialSubject"]["purpose"] == "DUO:0000042"
+    # The credential's id, status and verification, not the credential: it names the DID.
+    assert "credential" not in consent and consent["credential_id"].startswith("urn:uuid:")
+    assert participant.did not in response.content.decode()
+    assert consent["verification"]["verified"] is True
     assert consent["credential_status"] == {"revoked": False, "suspended": False}
     receipt = consent["latest_event"]["ledger"]
     for key in ("index", "tree_size", "inclusion_proof", "checkpoint", "leaf", "log_key"):
         assert key in receipt
     assert receipt["checkpoint"].startswith("localhost/consent-portal/ledger\n")
     leaf = json.loads(base64.b64decode(receipt["leaf"]))
-    assert leaf["credential"] == consent["credential"]["id"] and leaf["action"] == "grant"
+    assert leaf["action"] == "grant" and "credential" not in leaf and "participant" not in leaf
+    # The event commits to its credential, and the receipt opens that commitment alone.
+    assert set(receipt["openings"]) == {"credential"}
+    assert blinding.opening_check(leaf, "credential", receipt["openings"]["credential"]) == consent["credential_id"]
     # The receipt stands on its own: checked offline, with no database and no Django, against
     # the log key pinned (as a custodian would from the operator's trust file).
     path = tmp_path / "receipt.json"
@@ -76,10 +83,12 @@ def test_a_check_reads_its_facts_in_a_fixed_number_of_queries(
     assert check(api, **QUESTION).json()["decision"] == "permit"
     # Warm: the token, the sample, study, approval and every consent (1), the credential with
     # its status lists' state (1), the event's receipt remembered (1: are the witnesses the
-    # same?), and the write: the ledger entry and the check in one transaction (SQLite's test
-    # transaction makes that SAVEPOINT / INSERT / INSERT / RELEASE), then, with in-process
-    # tasks only, the check's own receipt. Nothing grows with the number of consents.
-    with django_assert_max_num_queries(9):
+    # same?), and the write: the ledger entry, its openings and the check in one transaction
+    # (SQLite's test transaction makes that SAVEPOINT / INSERT x 3 / RELEASE; PostgreSQL one
+    # statement), then, with in-process tasks only, the check's own receipt. The event's
+    # opening comes with the facts, the check's from its write. Nothing grows with the
+    # number of consents.
+    with django_assert_max_num_queries(10):
         body = check(api, **QUESTION).json()
     assert body["decision"] == "permit" and body["evidence"]["consent"]["latest_event"]["ledger"]["index"] >= 0
 
@@ -163,7 +172,7 @@ def test_a_check_that_cannot_be_stored_leaves_no_ledger_entry(duo_terms, sample,
                          purpose_id="DUO:0000006", decision="deny", reasons=[], evidence={}, created_at=timezone.now())
     assert connection.get_autocommit()
     with pytest.raises(IntegrityError):  # the same check id twice
-        services._check_record(again, payload={"type": "consent.check", "check": str(first.id)})
+        services._check_record(again, payload={"type": "consent.check"}, committed={"check": str(first.id)})
     assert Entry.objects.count() == entries
 
 

@@ -6,6 +6,7 @@ from identity import selectors as identity_selectors
 from identity.models import IssuedCredential
 from ledger.models import Entry
 from ledger.selectors import entry_bytes
+from tests.ledger import read
 
 
 def test_sign_up_gives_a_did_and_an_enrolment_credential_naming_it(participant):
@@ -25,8 +26,11 @@ def test_grant_issues_a_consent_credential_and_a_pending_ledger_entry(participan
     event = consent.events.get()
     assert (event.action, event.state_after) == ("grant", "granted")
     payload = entry_bytes(entry_id=event.ledger_entry.id).decode()
-    assert str(participant.pseudonym) in payload
+    assert str(participant.pseudonym) not in payload and consent.credential_id not in payload
     assert "alice" not in payload  # the username never reaches the ledger
+    # The entry commits to both, and the openings kept for it prove so.
+    opened = read.opened(event.ledger_entry)
+    assert (opened["participant"], opened["credential"]) == (str(participant.pseudonym), consent.credential_id)
 
 
 def test_suspend_resume_revoke_follow_the_state_machine_and_the_status_lists(participant, purposes):

@@ -85,7 +85,7 @@ def test_registering_a_browser_key_ends_custody_and_is_on_the_ledger(participant
     portal_key = DidKey.objects.get(did=custodial_did)
     assert portal_key.retired_at is not None and portal_key.encrypted_jwk == ""
     assert DidKey.objects.get(did=key.did).encrypted_jwk == ""
-    payloads = [json.loads(entry_bytes(entry_id=pk)) for pk in Entry.objects.values_list("id", flat=True)]
+    payloads = [read.opened(entry) for entry in Entry.objects.all()]
     entries = {p["kind"]: p for p in payloads if p["kind"].startswith("participant.key")}
     assert entries["participant.key_added"]["did"] == key.did
     assert entries["participant.key_added"]["custody"] == "participant"

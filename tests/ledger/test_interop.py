@@ -148,11 +148,11 @@ def test_every_proof_up_to_size_40_matches_go_tlog(go_verifier):
 def test_go_accepts_our_checkpoint_receipt_and_consistency_proof(go_verifier, consortium):
     witnesses, _ = consortium
     for i in range(7):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
     tasks.seal_pending()
     old_root = selectors.checkpoint_latest().root_hash
     for i in range(7, 13):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
     tasks.seal_pending()
     receipt = selectors.entry_receipt(entry_id=Entry.objects.get(index=9).id)
     data = {

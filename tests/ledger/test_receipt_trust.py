@@ -63,7 +63,7 @@ def made_up_receipt() -> dict:
 def receipt():
     """A real receipt of a log with quorum 0 (the embedded default)."""
     for i in range(4):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
     services.ledger_seal_pending()
     return selectors.entry_receipt(entry_id=Entry.objects.get(index=2).id)
 
@@ -155,7 +155,7 @@ def test_a_pinned_quorum_is_not_lowered_by_the_receipt(tmp_path, receipt):
 def test_a_quorum_without_pinned_witness_keys_is_untrusted(tmp_path, consortium):
     witnesses, _ = consortium
     for i in range(3):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
     tasks.seal_pending()  # seals and has the witnesses cosign
     receipt = selectors.entry_receipt(entry_id=Entry.objects.get(index=1).id)
     assert receipt["final"] and receipt["quorum"] == 2
@@ -287,7 +287,10 @@ def test_a_bulk_answer_is_verified_against_its_results(tmp_path, api, granted):
         f"of bulk check {answer['check']}")
     # As the embedded default answers (sealed in-process before the answer is built).
     services.ledger_seal_pending()
-    answer["ledger"] = selectors.entry_receipt(entry_id=BulkCheck.objects.get().ledger_entry_id)
+    entry_id = BulkCheck.objects.get().ledger_entry_id
+    answer["ledger"] = selectors.receipt_with_openings(
+        selectors.entry_receipt(entry_id=entry_id),
+        selectors.entry_openings(entry_ids=[entry_id], fields=["check", "custodian", "study"])[entry_id])
     result = run(answer, tmp_path, "--trust", trust_file(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("VALID: bulk check: entry ")
@@ -321,7 +324,7 @@ def test_ledger_trust_names_the_witnesses_and_quorum(tmp_path, consortium):
     witnesses, _ = consortium
     trust = trust_printed()
     assert trust["witness_keys"] == [w.verifier_key for w in witnesses] and trust["quorum"] == 2
-    services.entry_append(kind="consent.granted", payload={"participant": "p"})
+    services.entry_append(kind="consent.granted", payload={"n": "p"})
     tasks.seal_pending()
     receipt = selectors.entry_receipt(entry_id=Entry.objects.get(index=0).id)
     path = tmp_path / "portal-trust.json"

@@ -33,7 +33,7 @@ def run_verifier(receipt: dict | str, tmp_path, *args: str) -> subprocess.Comple
 @pytest.fixture
 def receipt(consortium):
     for i in range(6):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
     tasks.seal_pending()
     entry = Entry.objects.get(index=3)
     return selectors.entry_receipt(entry_id=entry.id)
@@ -62,7 +62,7 @@ def test_a_receipt_verifies_offline_with_its_quorum(receipt, tmp_path, consortiu
 def test_receipt_prefers_the_latest_final_checkpoint(receipt, consortium, settings, tmp_path):
     witnesses, _ = consortium
     witnesses[1].stop()
-    services.entry_append(kind="consent.granted", payload={"participant": "late"})
+    services.entry_append(kind="consent.granted", payload={"n": "late"})
     tasks.seal_pending()  # size 7, cosigned by one witness only
     entry = Entry.objects.get(index=3)
     assert selectors.entry_receipt(entry_id=entry.id)["tree_size"] == 6
@@ -127,7 +127,7 @@ def test_an_unreadable_receipt_exits_2(tmp_path, text):
 
 
 def test_no_receipt_while_pending_and_unknown_ids_raise():
-    entry = services.entry_append(kind="consent.granted", payload={"participant": "p"})
+    entry = services.entry_append(kind="consent.granted", payload={"n": "p"})
     assert selectors.entry_receipt(entry_id=entry.id) is None
     with pytest.raises(Entry.DoesNotExist):
         selectors.entry_receipt(entry_id=entry.id + 1000)
@@ -135,7 +135,7 @@ def test_no_receipt_while_pending_and_unknown_ids_raise():
 
 def test_quorum_zero_receipt_without_witnesses_verifies(tmp_path, settings):
     settings.LEDGER_WITNESS_QUORUM = 0
-    entry = services.entry_append(kind="consent.granted", payload={"participant": "p"})
+    entry = services.entry_append(kind="consent.granted", payload={"n": "p"})
     services.ledger_seal_pending()
     receipt = selectors.entry_receipt(entry_id=entry.id)
     assert receipt["final"] and receipt["witness_keys"] == []
@@ -154,7 +154,7 @@ def test_a_final_receipt_is_served_again_without_queries_and_a_pending_one_is_no
     # Against the checkpoint it was first built on, even once the log has grown.
     witnesses, _ = consortium
     witnesses[1].stop()
-    services.entry_append(kind="consent.granted", payload={"participant": "late"})
+    services.entry_append(kind="consent.granted", payload={"n": "late"})
     tasks.seal_pending()  # size 7, cosigned by one witness only: not final
     assert selectors.entry_receipt(entry_id=entry.id)["tree_size"] == 6
     late = Entry.objects.get(index=6)

@@ -14,7 +14,7 @@ from jwcrypto import jwe, jwk
 
 from ledger import merkle, note, selectors, services, tasks
 from ledger.canonical import canonical_json
-from ledger.models import Checkpoint, Entry, HashTile, LogKey, TreeState
+from ledger.models import Checkpoint, Entry, EntryOpenings, HashTile, LogKey, TreeState
 from tests.ledger import tamper
 from tests.ledger.reference import mth
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 def append(n: int, start: int = 0) -> list[Entry]:
     return [
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}", "seq": i})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}", "seq": i})
         for i in range(start, start + n)
     ]
 
@@ -38,13 +38,13 @@ def b64d(text: str) -> bytes:
 def test_append_stores_canonical_json_with_kind_and_stays_pending():
     entry = services.entry_append(
         kind="consent.granted",
-        payload={"purpose": "DUO:0000042", "participant": "pid-ø", "n": [1, True, None]},
+        payload={"purpose": "DUO:0000042", "label": "ø", "n": [1, True, None]},
     )
     entry.refresh_from_db()
     assert (
         bytes(entry.payload)
         == (
-            '{"kind":"consent.granted","n":[1,true,null],"participant":"pid-ø","purpose":"DUO:0000042"}'
+            '{"kind":"consent.granted","label":"ø","n":[1,true,null],"purpose":"DUO:0000042"}'
         ).encode()
     )
     assert entry.index is None and entry.sealed_at is None
@@ -80,7 +80,7 @@ def test_append_names_floats_as_the_problem():
 )
 def test_append_refuses_bad_kinds(kind):
     with pytest.raises(ValueError):
-        services.entry_append(kind=kind, payload={"participant": "p"})
+        services.entry_append(kind=kind, payload={"n": "p"})
     assert not Entry.objects.exists()
 
 
@@ -109,25 +109,23 @@ def test_append_refuses_personal_data(payload):
     assert not Entry.objects.exists()
 
 
-def test_append_accepts_pseudonymous_payloads():
-    services.entry_append(
+def test_append_commits_to_who_and_keeps_what_in_the_clear():
+    entry = services.entry_append(
         kind="consent.check",
-        payload={
-            "participant": "did:key:z6Mk",
-            "study": "S-1",
-            "sample_id": "B-7",
-            "purpose": "DUO:0000007",
-            "custodian": "lab-3",
-            "decision": "permit",
-            "kind": "consent.check",
-        },
+        payload={"purpose": "DUO:0000007", "decision": "permit", "kind": "consent.check"},
+        committed={"participant": "did:key:z6Mk", "study": "S-1", "sample": "B-7", "custodian": 3},
+        subject="pid-1",
     )
-    assert Entry.objects.count() == 1
+    leaf = json.loads(bytes(Entry.objects.get(pk=entry.pk).payload))
+    assert leaf["decision"] == "permit" and set(leaf["commit"]) == {"participant", "study", "sample", "custodian"}
+    assert b"did:key" not in bytes(Entry.objects.get(pk=entry.pk).payload)
+    openings = EntryOpenings.objects.get(entry=entry)
+    assert openings.subject == "pid-1" and openings.openings["custodian"]["value"] == 3
 
 
 def test_commit_enqueues_sealing(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
-        entry = services.entry_append(kind="consent.granted", payload={"participant": "p"})
+        entry = services.entry_append(kind="consent.granted", payload={"n": "p"})
         assert Entry.objects.get(id=entry.id).index is None
     assert len(callbacks) == 1
     assert Entry.objects.get(id=entry.id).index == 0  # sealed by the (eager) task
@@ -139,7 +137,7 @@ def test_rolled_back_append_leaves_nothing(django_capture_on_commit_callbacks):
         pytest.raises(RuntimeError),
         transaction.atomic(),
     ):
-        services.entry_append(kind="consent.granted", payload={"participant": "p"})
+        services.entry_append(kind="consent.granted", payload={"n": "p"})
         raise RuntimeError
     assert callbacks == [] and not Entry.objects.exists()
 
@@ -173,7 +171,7 @@ def test_unreachable_broker_is_logged_and_the_sweep_seals_later(
         django_capture_on_commit_callbacks(execute=True),
         transaction.atomic(),
     ):
-        entry = services.entry_append(kind="consent.granted", payload={"participant": "p"})
+        entry = services.entry_append(kind="consent.granted", payload={"n": "p"})
     assert "could not enqueue" in caplog.text
     assert Entry.objects.get(id=entry.id).index is None
     assert tasks.sweep.run() == 1

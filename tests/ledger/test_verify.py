@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def sealed_log():
     for batch in range(3):
         for i in range(10):
-            services.entry_append(kind="consent.granted", payload={"participant": f"p-{batch}-{i}"})
+            services.entry_append(kind="consent.granted", payload={"n": f"p-{batch}-{i}"})
         services.ledger_seal_pending()
     assert services.ledger_verify().ok
     return 30
@@ -146,7 +146,7 @@ def test_sealing_during_verification_is_not_a_problem(sealed_log):
     def seal_more(done, total):
         if done == 8:  # mid-stream, as a live sequencer would
             for i in range(5):
-                services.entry_append(kind="consent.check", payload={"participant": f"q-{i}"})
+                services.entry_append(kind="consent.check", payload={"n": f"q-{i}"})
             services.ledger_seal_pending()
 
     report = services.ledger_verify(progress=seal_more, chunk_size=8)

@@ -40,9 +40,9 @@ def custodian_client():
 @pytest.fixture
 def sealed():
     for i in range(11):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
     services.ledger_seal_pending(max_batch=6)  # checkpoints at 6 and 11
-    services.entry_append(kind="consent.check", payload={"participant": "p-0"})  # stays pending
+    services.entry_append(kind="consent.check", payload={"n": "p-0"})  # stays pending
     return 11
 
 
@@ -93,7 +93,7 @@ def test_entry_is_exactly_the_stored_leaf_bytes(client, sealed):
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
     stored = tamper.payload_of(3)
     assert response.content == stored
-    assert json.loads(response.content)["participant"] == "p-3"
+    assert json.loads(response.content)["n"] == "p-3"
 
 
 @pytest.mark.parametrize("index", [11, 12, 10**30])

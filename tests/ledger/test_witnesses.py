@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 def append(n: int, start: int = 0) -> None:
     for i in range(start, start + n):
-        services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"})
+        services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"})
 
 
 def rewrite_log(index: int) -> None:

@@ -76,7 +76,7 @@ def append(n: int) -> list[int]:
     # One commit (transactional_db: a real one), which enqueues seal_pending on the broker.
     with transaction.atomic():
         return [
-            services.entry_append(kind="consent.granted", payload={"participant": f"p-{i}"}).id
+            services.entry_append(kind="consent.granted", payload={"n": f"p-{i}"}).id
             for i in range(n)
         ]
 
