@@ -5,6 +5,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
@@ -41,6 +42,18 @@ def dashboard(request):
             "witnessing": ledger_selectors.witness_overview(),
         },
     )
+
+
+@ethics_required
+def entry_receipt(request, index):
+    """Any sealed ledger entry's receipt with every opening kept for it: the committee audits
+    every decision, and `python -m ledger.verify` names what the entry commits to."""
+    receipt = ledger_selectors.entry_receipt_opened(index=index)
+    if receipt is None:
+        raise Http404(f"No sealed ledger entry #{index}.")
+    response = JsonResponse(receipt, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="ledger-entry-{index}-receipt.json"'
+    return response
 
 
 @ethics_required

@@ -200,6 +200,16 @@ def history(request, participant):
 
 
 @participant_required
+def history_receipt(request, participant, event_id):
+    """A download that proves an entry of the ledger is this decision of this participant:
+    `python -m ledger.verify` checks it offline and names what the entry commits to."""
+    receipt = selectors.event_receipt(participant=participant, event_id=event_id)
+    if receipt is None:
+        raise Http404("No such decision.")
+    return _json_download(receipt, filename=f"consent-decision-{event_id}-receipt.json")
+
+
+@participant_required
 def credentials(request, participant):
     ids = selectors.participant_credential_ids(participant=participant)
     if request.GET.get("format") == "json":

@@ -34,6 +34,7 @@ from consent_portal.models import (
 from identity import selectors as identity_selectors
 from identity.db import prepared_rows
 from ledger.models import EntryOpenings
+from ledger import selectors as ledger_selectors
 
 
 # DUO permission ids, read at most once a minute: the terms are reference data that the
@@ -109,6 +110,22 @@ def purpose_for_participant(*, participant: Participant, slug: str) -> Purpose |
             | Q(pk__in=ConsentRequest.objects.filter(participant=participant).values("study_purpose"))
         ).distinct().first()
     )
+
+
+def event_receipt(*, participant: Participant, event_id: int) -> dict | None:
+    """The ledger receipt of one of this participant's consent events, with the openings
+    that prove the blinded entry is theirs (their pseudonym and the credential); None for
+    an event that is not theirs (or no such event); {"sealed": False} while pending, and
+    without openings once erased."""
+    event = ConsentEvent.objects.filter(pk=event_id, consent__participant=participant).first()
+    if event is None:
+        return None
+    receipt = ledger_selectors.entry_receipt(entry_id=event.ledger_entry_id)
+    if receipt is None:
+        return {"sealed": False, "detail": "This decision is recorded and will be sealed shortly."}
+    openings = ledger_selectors.entry_openings(
+        entry_ids=[event.ledger_entry_id], fields=["participant", "credential"]).get(event.ledger_entry_id)
+    return ledger_selectors.receipt_with_openings(receipt, openings)
 
 
 def consent_history(*, participant: Participant):

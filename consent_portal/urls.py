@@ -22,6 +22,7 @@ urlpatterns = [
         name="portal-consent-change",
     ),
     path("portal/history/", portal_views.history, name="portal-history"),
+    path("portal/history/<uuid:event_id>/receipt.json", portal_views.history_receipt, name="portal-history-receipt"),
     path("portal/credentials/", portal_views.credentials, name="portal-credentials"),
     path(
         "portal/credentials/<uuid:credential_uuid>.json",
@@ -45,6 +46,7 @@ urlpatterns = [
     path("portal/consents/<int:consent_id>/fhir.json", portal_views.consent_fhir, name="portal-consent-fhir"),
     path("ethics/", ethics_views.dashboard, name="ethics-dashboard"),
     path("ethics/uses/<int:use_id>/decide/", ethics_views.use_decide, name="ethics-use-decide"),
+    path("ethics/entries/<int:index>/receipt.json", ethics_views.entry_receipt, name="ethics-entry-receipt"),
     path("api/v1/consent-checks", api_views.ConsentCheckView.as_view(), name="api-consent-check"),
     path(
         "api/v1/consent-checks/<uuid:check_id>",

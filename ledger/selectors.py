@@ -479,6 +479,18 @@ def entry_openings(*, entry_ids, fields) -> dict[int, dict]:
     return found
 
 
+def entry_receipt_opened(*, index: int) -> dict | None:
+    """The receipt of the sealed entry at `index` with every opening kept for it: what the
+    ethics committee, entitled to audit every entry, is handed. None for no such index."""
+    entry_id = Entry.objects.filter(index=index).values_list("id", flat=True).first()
+    if entry_id is None:
+        return None
+    openings = EntryOpenings.objects.filter(entry_id=entry_id).values_list("openings", flat=True).first()
+    if isinstance(openings, str):
+        openings = json.loads(openings)
+    return receipt_with_openings(entry_receipt(entry_id=entry_id), openings)
+
+
 def receipt_with_openings(receipt: dict | None, openings: dict | None) -> dict | None:
     """A receipt with the openings its holder may see, which `python -m ledger.verify`
     checks against the leaf's commitments."""

@@ -3,7 +3,7 @@
 import json
 
 from ledger.models import Entry
-from ledger.selectors import entry_bytes
+from ledger.selectors import entry_bytes  # noqa: F401 (read.entry_bytes)
 
 
 def payload(entry: Entry) -> dict:
