@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Prefetch, Q
 from django.utils.translation import gettext_lazy as _
@@ -436,11 +437,14 @@ def _latest_event_at(*, consent: Consent, action: str) -> datetime:
     return at or consent.updated_at
 
 
-def consent_fhir(*, consent: Consent, credential: dict) -> dict:
+def consent_fhir(*, consent: Consent, credential: dict | None, patient: dict | None = None) -> dict:
     """The consent as a FHIR R4 (4.0.1) Consent resource.
 
-    The patient is named only by pseudonym; the purpose and modifiers are DUO codes; the
-    verifiable credential rides along as the source attachment. A revoked consent is
+    The patient is named only by pseudonym, or by `patient` (a FHIR Identifier: a
+    custodian's own reference for the participant, so a custodian learns no identifier other
+    custodians share); the purpose and modifiers are DUO codes; the verifiable credential,
+    when given (the participant's own export: it names their DID), rides along as the
+    source attachment. A revoked consent is
     inactive and its provision's period ends at the revocation; a suspended one is inactive
     with its period open and a nested deny provision for the suspension (see _FHIR_STATUS)."""
     purpose = consent.purpose
@@ -471,16 +475,26 @@ def consent_fhir(*, consent: Consent, credential: dict) -> dict:
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]},
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentcategorycodes",
                                   "code": "research"}]}],
-        "patient": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{consent.participant.pseudonym}"}},
+        "patient": {"identifier": patient or {
+            "system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{consent.participant.pseudonym}"}},
         "dateTime": consent.updated_at.isoformat(),
         "policyRule": {"coding": [codes[0]]},
-        "sourceAttachment": {
+        **({"sourceAttachment": {
             "contentType": "application/ld+json",
             "title": "Consent verifiable credential (W3C VC Data Model 1.1)",
             "data": base64.b64encode(json.dumps(credential, sort_keys=True).encode()).decode(),
-        },
+        }} if credential is not None else {}),
         "provision": provision,
     }
+
+
+def custodian_patient_identifier(*, custodian: Custodian, participant: Participant) -> dict:
+    """The FHIR Identifier by which a custodian knows a participant: its enrolment reference
+    (POST /api/v1/enrolments gave it), in a system of that custodian's own."""
+    reference = Enrolment.objects.filter(custodian=custodian, participant=participant).values_list(
+        "reference", flat=True).first()
+    return {"system": f"{settings.SITE_URL.rstrip('/')}/custodians/{custodian.pk}/participants",
+            "value": reference or ""}
 
 
 WITHDRAWAL_MEANING = {

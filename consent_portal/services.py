@@ -591,6 +591,9 @@ def sample_register(*, custodian: Custodian, identifier: str, participant: Parti
     orders this against a withdrawal being made at the same moment."""
     with transaction.atomic():
         participant = Participant.objects.select_for_update().get(pk=participant.pk)
+        # A sample belongs to its participant only through enrolment: the API registers for
+        # enrolled participants alone; an operator's assisted registration enrols here.
+        custodian_enrolment_ensure(custodian=custodian, participant=participant)
         level = participant.withdrawal_level
         now = timezone.now()
         sample = Sample.objects.create(

@@ -19,7 +19,6 @@ from consent_portal.api.serializers import (
     WithdrawalFeedQuery,
 )
 from consent_portal.models import ConsentCheck, WithdrawalInstruction
-from identity import selectors as identity_selectors
 from ledger import selectors as ledger_selectors
 
 
@@ -259,8 +258,9 @@ class ConsentFhirView(APIView):
         )
         if consent is None:
             raise NotFound(f"No consent {credential_uuid} for a participant whose sample you hold.")
-        document = identity_selectors.credential_document(credential_id=consent.credential_id)
-        return Response(selectors.consent_fhir(consent=consent, credential=document),
+        # Named by this custodian's own reference, without the credential (it names the DID).
+        patient = selectors.custodian_patient_identifier(custodian=request.user, participant=consent.participant)
+        return Response(selectors.consent_fhir(consent=consent, credential=None, patient=patient),
                         content_type="application/fhir+json")
 
 

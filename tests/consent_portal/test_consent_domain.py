@@ -282,7 +282,9 @@ def test_each_consent_exports_as_a_fhir_r4_consent_the_validator_accepts(partici
     assert resource.status == "active"
     assert resource.policyRule.coding[0].code == "DUO:0000042"
     assert resource.provision.code[0].coding[0].code == "DUO:0000046"
-    assert str(participant.pseudonym) in resource.patient.identifier.value
+    # The custodian's own reference for the participant, not the portal-wide pseudonym.
+    assert resource.patient.identifier.value == custodian.enrolments.get(participant=participant).reference
+    assert str(participant.pseudonym) not in response.content.decode()
     services.consent_change(participant=participant, consent_id=consent.pk, action="revoke")
     # R4 "rejected" is a refusal by a party; a revoked consent is "inactive" (terminated).
     assert FhirConsent.parse_obj(api.get(f"/api/v1/consents/{uuid}/fhir").json()).status == "inactive"

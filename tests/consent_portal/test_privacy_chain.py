@@ -1,5 +1,5 @@
 """The chain reported in issue 14, tried again with two custodian tokens: each step is
-refused. (Blinding the ledger's entries themselves is still to come.)"""
+refused. The ledger's own privacy (blinded entries) is tested in test_privacy_ledger.py."""
 
 import json
 
@@ -43,4 +43,9 @@ def test_custodian_a_cannot_reach_participant_b_through_the_api(make_participant
     # B, which collected the sample, still gets all of it.
     assert post(api_b, "/api/v1/consent-checks",
                 {"sample": "B-1", "study": "hmb-study", "purpose": "DUO:0000006"}).json()["decision"] == "permit"
-    assert api_b.get(f"/api/v1/consents/{uuid}/fhir").status_code == 200
+    fhir = api_b.get(f"/api/v1/consents/{uuid}/fhir")
+    assert fhir.status_code == 200
+    # B knows the participant by its own reference; no identifier other custodians share.
+    assert fhir.json()["patient"]["identifier"]["value"] == reference
+    assert str(participant_b.pseudonym) not in fhir.content.decode()
+    assert participant_b.did not in fhir.content.decode() and "sourceAttachment" not in fhir.json()

@@ -174,7 +174,7 @@ def test_a_member_node_given_every_entry_links_none(world, settings):
 
 
 def test_a_custodian_reads_its_own_checks_and_receipts_and_no_one_elses(world):
-    a, b, api_a, api_b = world["a"], world["b"], world["api_a"], world["api_b"]
+    a, b, api_a = world["a"], world["b"], world["api_a"]
     assert api_a.get("/api/v1/ledger/entries?start=0&limit=1000").status_code == 403
     for answer in world["answers"][b.pk]:
         response = api_a.get(f"/api/v1/consent-checks/{answer['check']}")
