@@ -1,6 +1,8 @@
 """A participant grants and then revokes a consent through the real pages."""
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -46,16 +48,22 @@ def test_sign_up_grant_and_revoke_in_chromium(page, screenshot, look):
     expect(events.nth(0)).to_contain_text("revoke")
     expect(events.nth(1)).to_contain_text("grant")
     # Sealed in-process on commit: each event shows its ledger index.
-    expect(events.nth(0).get_by_test_id("ledger-index")).to_have_text(re.compile(r"^#\d+$"))
-    screenshot("history")
+    expect(events.nth(0).get_by_test_id("ledger-index")).to_contain_text(re.compile(r"^#\d+"))
+    assert look("history") == []
+    # The proof download opens the blinded entry: it commits to this participant.
+    with page.expect_download() as download:
+        events.nth(0).get_by_role("link", name=re.compile("^Download the proof of your revoke")).click()
+    receipt = json.loads(Path(download.value.path()).read_text())
+    assert set(receipt["openings"]) == {"participant", "credential"}
 
     participant = services.Participant.objects.get(user__username="browser-participant")
+    assert receipt["openings"]["participant"]["value"] == str(participant.pseudonym)
     consent = participant.consents.get()
     assert consent.state == "revoked"
     assert [e.action for e in consent.events.order_by("created_at")] == ["grant", "revoke"]
 
 
-def test_ethics_member_approves_a_study_in_chromium(page, screenshot):
+def test_ethics_member_approves_a_study_in_chromium(page, screenshot, look):
     demo.demo_load()
     page.goto("/login/")
     page.fill("#id_username", "ethics")
@@ -66,7 +74,7 @@ def test_ethics_member_approves_a_study_in_chromium(page, screenshot):
     expect(row).to_contain_text("pending")
     row.get_by_role("button", name="Approve").click()
     expect(page.locator("tr[data-study=pharma-cohort-2026]")).to_contain_text("approved")
-    screenshot("ethics-dashboard")
+    assert look("ethics-dashboard") == []
 
 
 def test_answer_a_disease_request_for_this_study_only_then_withdraw_and_try_to_grant(page, look):
