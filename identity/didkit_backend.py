@@ -11,11 +11,14 @@ network.
 """
 
 import asyncio
+import atexit
 import base64
 import concurrent.futures
 import json
 import os
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,15 +40,72 @@ _loops = threading.local()
 # its wake-up pipe from the epoll instance the child shares with its parent, and the
 # parent's loop would then never hear that didkit finished.
 _inherited_loops: list = []
+# didkit futures started and not settled yet (see _settle_at_exit).
+_pending: set[asyncio.Future] = set()
 
 
 def _forget_loops_in_child() -> None:
-    global _loops
-    _inherited_loops.append(_loops)
+    global _loops, _pending
+    _inherited_loops.append((_loops, _pending))  # the parent's; no thread here settles them
     _loops = threading.local()
+    _pending = set()
 
 
 os.register_at_fork(after_in_child=_forget_loops_in_child)
+
+
+def _track(future: asyncio.Future) -> asyncio.Future:
+    _pending.add(future)
+    future.add_done_callback(_pending.discard)
+    return future
+
+
+# How long exit waits at most for didkit's threads to leave Python (normally microseconds).
+_EXIT_GRACE_SECONDS = 5.0
+
+
+def _native_threads_in_python() -> list[int]:
+    """Threads Python did not start (didkit's tokio workers) that are running Python code
+    right now. Called with the GIL held, so none of them holds it."""
+    started = {t.ident for t in threading.enumerate() if not isinstance(t, threading._DummyThread)}
+    return [ident for ident in sys._current_frames() if ident not in started]
+
+
+def _settle_at_exit() -> None:
+    """Lets didkit's threads leave Python before the interpreter finalizes (an atexit hook).
+
+    A didkit coroutine ends on one of didkit's tokio threads, which takes the GIL and calls
+    the loop's call_soon_threadsafe; that queues the result and then writes to the loop's
+    wake-up socket, releasing the GIL. The waiting thread can take the result and the
+    program reach its end before the tokio thread gets the GIL back. Once finalization has
+    begun, CPython 3.11 ends a thread that asks for the GIL with pthread_exit, which unwinds
+    through pyo3's frames: their destructors then touch Python objects without the GIL, or
+    release a thread state that is not current, and the process dies with SIGSEGV or SIGABRT
+    (PyGILState_Release) instead of its exit status.
+
+    So: first wait for any didkit future still pending (an interrupted call), driving its
+    loop when nothing else runs it, then give up the GIL until no thread Python did not
+    start is inside Python code. Seen from a thread that holds the GIL, a tokio thread with
+    no Python frame has either released its thread state for good or not asked for the GIL
+    yet, and once every future is settled there is nothing left for it to ask for. Bounded
+    by _EXIT_GRACE_SECONDS, so a stuck thread cannot hang the exit. (os._exit would avoid
+    finalization too, but would skip other atexit hooks and the program's exit status.)"""
+    deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+    for future in list(_pending):
+        loop = future.get_loop()
+        while not future.done() and not loop.is_closed() and time.monotonic() < deadline:
+            if loop.is_running():  # a daemon thread's loop: it settles the future
+                time.sleep(0.001)
+                continue
+            try:
+                loop.run_until_complete(asyncio.wait({future}, timeout=deadline - time.monotonic()))
+            except BaseException:  # noqa: BLE001 - exiting anyway; a crash is the worse outcome
+                break
+    while _native_threads_in_python() and time.monotonic() < deadline:
+        time.sleep(0.001)  # releases the GIL: the thread finishes and drops its thread state
+
+
+atexit.register(_settle_at_exit)
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop:
@@ -67,7 +127,7 @@ def _run(call: Callable[[], Awaitable[str]]) -> str:
     """
 
     async def main() -> str:
-        return await call()
+        return await _track(asyncio.ensure_future(call()))
 
     try:
         asyncio.get_running_loop()
@@ -144,7 +204,7 @@ def _begin(make: Callable[[], Awaitable[str]]) -> Callable[[], str]:
     loop = _thread_loop()
 
     async def start():
-        return asyncio.ensure_future(make())
+        return _track(asyncio.ensure_future(make()))
 
     future = _run_in(lambda: loop.run_until_complete(start()))
     return lambda: _run_in(lambda: loop.run_until_complete(future))
