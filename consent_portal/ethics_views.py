@@ -7,10 +7,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
 from consent_portal import selectors, services
+from consent_portal.portal_views import day_from_form
 from consent_portal.models import StudyUse
 from ledger import selectors as ledger_selectors
 
@@ -65,7 +65,7 @@ def use_decide(request, use_id):
         return redirect("ethics-dashboard")
     expires_on = None
     if decision == "approve" and request.POST.get("expires_on"):
-        expires_on = parse_date(request.POST["expires_on"])
+        expires_on = day_from_form(request.POST["expires_on"])
         if expires_on is None:
             messages.error(request, "Give the approval's expiry as a date (YYYY-MM-DD).")
             return redirect("ethics-dashboard")

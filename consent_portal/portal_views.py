@@ -21,7 +21,7 @@ from consent_portal.models import Consent, ConsentEvent, ConsentRequest, Partici
 from identity import selectors as identity_selectors
 
 
-def _day(text: str):
+def day_from_form(text: str):
     """A YYYY-MM-DD date, or None for anything else (parse_date raises on 2027-02-31)."""
     try:
         return parse_date(text)
@@ -61,8 +61,9 @@ def home(request):
 
 
 class SignUpForm(UserCreationForm):
+    # 254: the column's length (RFC 5321's limit on a path); a longer one was a 500.
     email = forms.EmailField(
-        required=False, help_text="Optional: to hear when a new study asks for your consent."
+        required=False, max_length=254, help_text="Optional: to hear when a new study asks for your consent."
     )
 
 
@@ -173,7 +174,7 @@ def consent_change(request, participant, consent_id, action):
         })
     until = None
     if action == "suspend" and request.POST.get("until"):
-        day = _day(request.POST["until"])
+        day = day_from_form(request.POST["until"])
         if day is None:
             messages.error(request, _("Give the end of the suspension as a date."))
             return redirect("portal-consents")

@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from consent_portal import ethics_views, portal_views
+from consent_portal import errors, ethics_views, portal_views
 from consent_portal.api import views as api_views
 from identity import api as identity_api
+from ledger import converters  # noqa: F401 (registers <id:...>)
 
 urlpatterns = [
     path("", portal_views.home, name="home"),
@@ -17,7 +18,7 @@ urlpatterns = [
     path("portal/consents/", portal_views.consents, name="portal-consents"),
     path("portal/consents/grant/<slug:slug>/", portal_views.consent_grant, name="portal-consent-grant"),
     path(
-        "portal/consents/<int:consent_id>/<str:action>/",
+        "portal/consents/<id:consent_id>/<str:action>/",
         portal_views.consent_change,
         name="portal-consent-change",
     ),
@@ -36,17 +37,17 @@ urlpatterns = [
     path("portal/keys/did.json", portal_views.did_document, name="portal-did-document"),
     path("portal/decisions/challenge", portal_views.decision_challenge, name="portal-decision-challenge"),
     path("portal/requests/", portal_views.requests_list, name="portal-requests"),
-    path("portal/requests/<int:request_id>/answer/", portal_views.request_answer, name="portal-request-answer"),
+    path("portal/requests/<id:request_id>/answer/", portal_views.request_answer, name="portal-request-answer"),
     path("portal/withdraw/", portal_views.withdraw, name="portal-withdraw"),
     path("portal/withdraw/confirm", portal_views.withdraw_confirm, name="portal-withdraw-confirm"),
     path("portal/withdraw/challenge", portal_views.withdrawal_challenge, name="portal-withdrawal-challenge"),
     path("portal/rejoin/", portal_views.rejoin, name="portal-rejoin"),
     path("portal/rejoin/challenge", portal_views.rejoin_challenge, name="portal-rejoin-challenge"),
     path("portal/erase/", portal_views.erase, name="portal-erase"),
-    path("portal/consents/<int:consent_id>/fhir.json", portal_views.consent_fhir, name="portal-consent-fhir"),
+    path("portal/consents/<id:consent_id>/fhir.json", portal_views.consent_fhir, name="portal-consent-fhir"),
     path("ethics/", ethics_views.dashboard, name="ethics-dashboard"),
-    path("ethics/uses/<int:use_id>/decide/", ethics_views.use_decide, name="ethics-use-decide"),
-    path("ethics/entries/<int:index>/receipt.json", ethics_views.entry_receipt, name="ethics-entry-receipt"),
+    path("ethics/uses/<id:use_id>/decide/", ethics_views.use_decide, name="ethics-use-decide"),
+    path("ethics/entries/<id:index>/receipt.json", ethics_views.entry_receipt, name="ethics-entry-receipt"),
     path("api/v1/consent-checks", api_views.ConsentCheckView.as_view(), name="api-consent-check"),
     path(
         "api/v1/consent-checks/<uuid:check_id>",
@@ -61,7 +62,7 @@ urlpatterns = [
     path("api/v1/studies", api_views.StudyView.as_view(), name="api-studies"),
     path("api/v1/withdrawals", api_views.WithdrawalFeedView.as_view(), name="api-withdrawals"),
     path(
-        "api/v1/withdrawals/<int:seq>/confirm",
+        "api/v1/withdrawals/<id:seq>/confirm",
         api_views.WithdrawalConfirmView.as_view(),
         name="api-withdrawal-confirm",
     ),
@@ -74,4 +75,12 @@ urlpatterns = [
     path("api/v1/ledger/", include("ledger.urls")),
     path("credentials/", include("identity.urls")),
     path("admin/", admin.site.urls),
+    # Last: any other API path is a JSON 404, DEBUG or not.
+    re_path(r"^(?:api|credentials)/(?P<rest>.*)$", errors.api_not_found),
 ]
+
+# Errors speak JSON to programs (/api/, /credentials/) and show pages of our own to people.
+handler400 = "consent_portal.errors.bad_request"
+handler403 = "consent_portal.errors.permission_denied"
+handler404 = "consent_portal.errors.page_not_found"
+handler500 = "consent_portal.errors.server_error"

@@ -32,6 +32,11 @@ class VerifySerializer(serializers.Serializer):
 
 
 class CredentialVerifyView(APIView):
+    # A credential or presentation is small, and verifying costs time per value (JSON-LD
+    # expansion, canonicalization: a padded `type` of 40,000 entries held a worker 21 s):
+    # the body's parser refuses more than this (consent_portal.api.parsers reads it).
+    json_limits = {"max_depth": 16, "max_items": 64, "max_nodes": 2_000}
+
     @extend_schema(
         request=VerifySerializer,
         responses={200: OpenApiResponse(description="The check-by-check result (verified or not).")},

@@ -26,6 +26,10 @@ from ledger.auth import MemberTokenAuthentication
 from ledger.permissions import LedgerEntryReadPermission, LedgerReadPermission
 
 
+# Indexes and sizes past a bigint are no index of this log (and were a database error).
+MAX_INDEX = 2**63 - 1
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -54,8 +58,8 @@ class LedgerView(APIView):
 
 
 class InclusionQuery(serializers.Serializer):
-    index = serializers.IntegerField(min_value=0)
-    tree_size = serializers.IntegerField(min_value=1)
+    index = serializers.IntegerField(min_value=0, max_value=MAX_INDEX)
+    tree_size = serializers.IntegerField(min_value=1, max_value=MAX_INDEX)
 
     def validate(self, data):
         if data["index"] >= data["tree_size"]:
@@ -64,8 +68,8 @@ class InclusionQuery(serializers.Serializer):
 
 
 class ConsistencyQuery(serializers.Serializer):
-    first = serializers.IntegerField(min_value=1)
-    second = serializers.IntegerField(min_value=1)
+    first = serializers.IntegerField(min_value=1, max_value=MAX_INDEX)
+    second = serializers.IntegerField(min_value=1, max_value=MAX_INDEX)
 
     def validate(self, data):
         if data["first"] > data["second"]:
@@ -135,6 +139,7 @@ class CheckpointView(LedgerView):
         if checkpoint is None:
             raise NotFound("Nothing has been sealed yet, so there is no checkpoint.")
         return HttpResponse(checkpoint.note, content_type="text/plain; charset=utf-8")
+
 
 
 def _tile_address(path: str, width: str | None) -> tuple[int, int]:
@@ -282,7 +287,7 @@ class ConsistencyProofView(LedgerView):
 
 
 class EntriesQuery(serializers.Serializer):
-    start = serializers.IntegerField(min_value=0)
+    start = serializers.IntegerField(min_value=0, max_value=MAX_INDEX)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=1000)
 
 
@@ -339,7 +344,7 @@ class CosignedCheckpointView(LedgerView):
 
 
 class CosignatureSubmission(serializers.Serializer):
-    size = serializers.IntegerField(min_value=1)
+    size = serializers.IntegerField(min_value=1, max_value=MAX_INDEX)
     cosignature = serializers.CharField(max_length=1000, trim_whitespace=False)
 
 

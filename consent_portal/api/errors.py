@@ -42,5 +42,8 @@ def exception_handler(exc, context):
         if isinstance(codes, str):
             body["error"] = codes
         body["detail"] = _first_message(exc.detail)
+        if getattr(exc, "field", None):
+            # A body refused at the edge (api/parsers.py) for what one field holds.
+            body["error"], body["fields"] = "invalid", {exc.field: [body["detail"]]}
     response.data = body
     return response

@@ -104,13 +104,14 @@ class BulkCheckRequest(serializers.Serializer):
 
 
 class WithdrawalFeedQuery(serializers.Serializer):
-    since = serializers.IntegerField(min_value=0, default=0)
+    since = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=500)
 
 
 class StudyUseRequest(serializers.Serializer):
     permission = serializers.RegexField(r"^DUO:\d{7}$", error_messages={"invalid": "Give a GA4GH DUO id."})
-    disease_id = serializers.RegexField(r"^[A-Z]+:\d+$", required=False, allow_blank=True, default="")
+    disease_id = serializers.RegexField(r"^[A-Z]{1,16}:\d{1,15}$", max_length=32, required=False, allow_blank=True,
+                                        default="", help_text="A MONDO id such as MONDO:0005148, for DUO:0000007.")
     disease_label = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
     def validate_permission(self, value):
@@ -136,8 +137,19 @@ class StudyRequest(serializers.Serializer):
     will_publish = serializers.BooleanField(default=False)
     returns_derived_data = serializers.BooleanField(default=False)
     methods_development = serializers.BooleanField(default=False)
-    summary = serializers.CharField(required=False, allow_blank=True, default="")
-    uses = StudyUseRequest(many=True, allow_empty=False)
+    summary = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    uses = StudyUseRequest(many=True, allow_empty=False, max_length=50)
+
+    def validate_uses(self, value):
+        seen = set()
+        for position, use in enumerate(value):
+            key = (use["permission"], use["disease_id"])
+            if key in seen:
+                raise serializers.ValidationError(
+                    f"Item {position}: the study already asks for {use['permission']}"
+                    f"{' for ' + use['disease_id'] if use['disease_id'] else ''}; list each use once.")
+            seen.add(key)
+        return value
 
     def validate_identifier(self, value):
         if Study.objects.filter(identifier=value).exists():
