@@ -208,6 +208,9 @@ class StudyUse(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # When participants were asked about this approved use (consent_requests_create ran to
+    # its end): the outbox the beat sweep reads, so a lost task still asks them.
+    requests_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -304,9 +307,16 @@ class ConsentCheck(models.Model):
     evidence = models.JSONField()
     created_at = models.DateTimeField()
     ledger_entry = models.OneToOneField("ledger.Entry", on_delete=models.PROTECT, related_name="+")
+    # The custodian's Idempotency-Key header, if it sent one: a retry with the same key gets
+    # this check's answer again instead of recording a second check.
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["custodian", "idempotency_key"], name="one_check_per_idempotency_key",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
 
 
 class ConsentRequest(models.Model):

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.mail import send_mass_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext, gettext_lazy
@@ -484,7 +484,11 @@ def study_use_decide(*, use_id: int, approve: bool, member, expires_on=None) -> 
         if approve:
             from consent_portal import tasks
 
-            transaction.on_commit(lambda: tasks.consent_requests_send.delay(use_id=use.pk))
+            # No request waits on the broker: if it cannot take the task, the beat sweep
+            # (consent_requests_sweep) asks the participants, from requests_sent_at.
+            from ledger.tasks import enqueue
+
+            transaction.on_commit(lambda: enqueue(tasks.consent_requests_send, use_id=use.pk))
     return use
 
 
@@ -665,7 +669,8 @@ def _use_facts(*, study: Study, use: StudyUse, today) -> decisions.Use:
     )
 
 
-def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str) -> CheckOutcome:
+def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str,
+                  idempotency_key: str | None = None) -> CheckOutcome:
     """Answer whether `custodian` may release `sample` to `study` for `purpose` (a DUO id).
 
     The answer names its reasons and the evidence a custodian can verify later; the check
@@ -723,6 +728,7 @@ def consent_check(*, custodian: Custodian, sample: str, study: str, purpose: str
         reasons=[r.as_dict() for r in reasons],
         evidence=evidence,
         created_at=now,
+        idempotency_key=idempotency_key,
     )
     committed = {"check": str(check.id), "custodian": custodian.pk, "sample": sample, "study": study}
     if named is not None:
@@ -1025,7 +1031,15 @@ def consent_requests_create(*, use_id: int) -> int:
             ],
             fail_silently=False,
         )
+    StudyUse.objects.filter(pk=use.pk, requests_sent_at__isnull=True).update(requests_sent_at=timezone.now())
     return len(asked)
+
+
+def consent_requests_due() -> list[int]:
+    """Approved, unexpired uses whose participants were not asked yet (a lost task)."""
+    today = timezone.now().date()
+    return list(StudyUse.objects.filter(status=StudyUse.APPROVED, requests_sent_at__isnull=True).filter(
+        Q(expires_on__isnull=True) | Q(expires_on__gte=today)).values_list("pk", flat=True))
 
 
 REQUEST_SCOPES = ("study", "standing")

@@ -281,6 +281,8 @@ CELERY_BEAT_SCHEDULE = {
     "ledger-sweep": {"task": "ledger.tasks.sweep", "schedule": envint("LEDGER_SWEEP_SECONDS", "30")},
     # Suspensions with an end date resume by themselves; stored dates, swept, no countdowns.
     "consents-resume-due": {"task": "consent_portal.tasks.consents_resume_due", "schedule": 60},
+    # Asks participants about approved uses whose request task was lost.
+    "consent-requests-sweep": {"task": "consent_portal.tasks.consent_requests_sweep", "schedule": 60},
 }
 
 # The ledger. The origin names this log in its checkpoints (C2SP tlog-checkpoint).

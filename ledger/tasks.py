@@ -11,6 +11,7 @@ entry whose task was lost stays pending and the beat sweep seals it.
 """
 
 import logging
+import threading
 import time
 from functools import lru_cache
 
@@ -24,13 +25,57 @@ logger = logging.getLogger(__name__)
 
 # Longer than a queued seal normally waits, so a lost task is replaced soon after.
 SEAL_FLAG_SECONDS = 5
+# No request waits on the broker: every call to it from a request has these timeouts
+# (seconds), and after a failure this process leaves the broker alone for a while; its
+# entries stay pending (the outbox) and the next seal, or the beat sweep, takes them.
+BROKER_TIMEOUT = 0.5
+BROKER_PAUSE_SECONDS = 5.0
+_broker_down_until = 0.0
+_publisher = threading.local()
 
 
 @lru_cache(maxsize=1)
 def _redis_client(url: str):
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return redis.Redis.from_url(url, socket_timeout=BROKER_TIMEOUT, socket_connect_timeout=BROKER_TIMEOUT)
+
+
+def _broker_paused() -> bool:
+    return _clock() < _broker_down_until
+
+
+def _broker_failed(what: str) -> None:
+    """Leave the broker alone for BROKER_PAUSE_SECONDS: a hung or stopped Redis costs one
+    request at most BROKER_TIMEOUT per pause, not every request two minutes."""
+    global _broker_down_until
+    _broker_down_until = _clock() + BROKER_PAUSE_SECONDS
+    _drop_publisher()
+    logger.warning("ledger: the broker did not answer (%s); entries stay pending for %.0f s, "
+                   "then the next seal or the sweep takes them", what, BROKER_PAUSE_SECONDS, exc_info=True)
+
+
+def _publisher_connection():
+    """This thread's broker connection for queuing seals, with tight timeouts (the worker's
+    own connection keeps Celery's defaults, which its blocking reads need)."""
+    conn = getattr(_publisher, "connection", None)
+    if conn is None:
+        app = seal_pending.app
+        options = {**(app.conf.broker_transport_options or {}), "socket_timeout": BROKER_TIMEOUT,
+                   "socket_connect_timeout": BROKER_TIMEOUT, "max_retries": 0}
+        conn = app.connection_for_write(transport_options=options, connect_timeout=BROKER_TIMEOUT)
+        _publisher.connection = conn
+    return conn
+
+
+def _drop_publisher() -> None:
+    conn = getattr(_publisher, "connection", None)
+    _publisher.connection = None
+    if conn is not None:
+        try:
+            conn.release()
+        except Exception:
+            pass
 
 
 def _flag_store():
@@ -67,8 +112,11 @@ def _own_task_will_read() -> bool:
 
 
 def seal_soon() -> None:
-    """Queue a seal unless one is already queued and not yet started."""
+    """Queue a seal unless one is already queued and not yet started. Never waits on the
+    broker for more than BROKER_TIMEOUT, and not at all while it is known to be down."""
     global _flag_set_at, _flag_linger
+    if _broker_paused():
+        return  # the entry stays pending; a seal after the pause, or the sweep, takes it
     store = _flag_store()
     set_at = None
     if store is not None:
@@ -80,15 +128,15 @@ def seal_soon() -> None:
                 return  # the queued task will take this entry too
             set_at = before
         except Exception:
-            logger.warning("ledger: seal flag unavailable, enqueueing anyway", exc_info=True)
-            store = None
+            _broker_failed("seal flag")
+            return
     linger_ms = max(settings.LEDGER_SEAL_LINGER_MS, 0) if store is not None else 0
     try:
-        seal_pending.delay(linger_ms=linger_ms)
+        _queue_seal(linger_ms)
     except Exception:
         set_at = None
         # The entry is committed and stays pending; the beat sweep seals it later.
-        logger.warning("ledger: could not enqueue sealing, the sweep will seal it", exc_info=True)
+        _broker_failed("enqueue")
         if store is not None:
             try:
                 store.delete(_seal_flag())
@@ -96,6 +144,29 @@ def seal_soon() -> None:
                 pass
     if set_at is not None:
         _flag_set_at, _flag_linger = set_at, linger_ms / 1000
+
+
+def enqueue(task, **kwargs) -> bool:
+    """Queue `task` from a request without waiting on the broker (the publisher's timeouts
+    and pause, as seal_soon has); False when it was not queued, for a sweep to catch up."""
+    if task.app.conf.task_always_eager:
+        task.delay(**kwargs)
+        return True
+    if _broker_paused():
+        return False
+    try:
+        task.apply_async(kwargs=kwargs, connection=_publisher_connection(), retry=False)
+    except Exception:
+        _broker_failed(f"enqueue {task.name}")
+        return False
+    return True
+
+
+def _queue_seal(linger_ms: int) -> None:
+    if seal_pending.app.conf.task_always_eager:
+        seal_pending.delay(linger_ms=linger_ms)  # in-process (the embedded default): seals now
+        return
+    seal_pending.apply_async(kwargs={"linger_ms": linger_ms}, connection=_publisher_connection(), retry=False)
 
 
 def _clear_seal_flag() -> None:

@@ -40,6 +40,9 @@ def _fresh_process_caches():
         cache.clear()
     identity_services._last_issuance = None
     consent_selectors._duo_permissions = (0.0, frozenset())
+    from ledger import tasks as ledger_tasks
+
+    ledger_tasks._broker_down_until = 0.0  # a broker failure in one test pauses no other
     yield
     for cache in caches:
         cache.clear()

@@ -1,9 +1,11 @@
+import re
+
 from django.db import IntegrityError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -71,19 +73,65 @@ class ConsentCheckView(APIView):
                 ConsentCheckResponse,
                 description="Unknown sample or study: the decision is deny and the check is recorded.",
             ),
+            409: OpenApiResponse(description="idempotency_key_reused: the Idempotency-Key was sent with another question."),
             413: OpenApiResponse(description="Body too large."),
         },
+        parameters=[OpenApiParameter(
+            "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+            description="Any 1 to 128 printable ASCII characters, new for each question. A retry with the same key "
+                        "(after a timeout, say) gets the first answer again, with Idempotent-Replayed: true, "
+                        "instead of recording a second check.")],
         summary="May this sample be released to this study for this purpose?",
     )
     def post(self, request):
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise ValidationError({"Idempotency-Key": ["Give 1 to 128 printable ASCII characters."]})
         question = ConsentCheckRequest(data=request.data)
         question.is_valid(raise_exception=True)
-        outcome = services.consent_check(custodian=request.user, **question.validated_data)
-        body = _check_body(outcome.check, fresh=True)
-        if outcome.unknown:
-            body = {"error": outcome.unknown, "detail": outcome.check.reasons[0]["message"], **body}
-            return Response(body, status=status.HTTP_404_NOT_FOUND)
-        return Response(body)
+        asked = question.validated_data
+        if key is not None:
+            earlier = _earlier_check(request.user, key, asked)
+            if earlier is not None:
+                return earlier
+        try:
+            outcome = services.consent_check(custodian=request.user, idempotency_key=key, **asked)
+        except IntegrityError:
+            # The same key, sent twice at once: the first to be written answers both.
+            earlier = _earlier_check(request.user, key, asked) if key is not None else None
+            if earlier is None:
+                raise
+            return earlier
+        return _check_answer(outcome.check, unknown=outcome.unknown, fresh=True)
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _check_answer(check: ConsentCheck, *, unknown: str | None, fresh: bool = False) -> Response:
+    body = _check_body(check, fresh=fresh)
+    if unknown:
+        body = {"error": unknown, "detail": check.reasons[0]["message"], **body}
+        return Response(body, status=status.HTTP_404_NOT_FOUND)
+    return Response(body)
+
+
+def _earlier_check(custodian, key: str, asked: dict) -> Response | None:
+    """The answer already given under this Idempotency-Key (a client's retry), or None; a
+    409 when the key was used for another question."""
+    check = ConsentCheck.objects.filter(custodian=custodian, idempotency_key=key).first()
+    if check is None:
+        return None
+    if (check.sample_identifier, check.study_identifier, check.purpose_id) != (
+            asked["sample"], asked["study"], asked["purpose"]):
+        return Response({"error": "idempotency_key_reused",
+                         "detail": f"Idempotency-Key {key!r} was used for another question (check {check.id})."},
+                        status=status.HTTP_409_CONFLICT)
+    reasons = check.reasons or []
+    unknown = reasons[0]["code"] if reasons and reasons[0].get("code") in ("unknown_sample", "unknown_study") else None
+    response = _check_answer(check, unknown=unknown)
+    response["Idempotent-Replayed"] = "true"
+    return response
 
 
 class ConsentCheckDetailView(APIView):

@@ -328,3 +328,29 @@ def test_permit_requires_the_credential_to_verify(api, sample, participant, purp
     assert body["decision"] == "deny"
     assert body["reasons"][0]["code"] == "credential_not_verified"
     assert "signature" in body["reasons"][0]["message"]
+
+
+def test_a_retried_check_with_the_same_idempotency_key_gets_the_first_answer(api, sample, approved_study):
+    first = api.post("/api/v1/consent-checks", data=json.dumps(QUESTION), content_type="application/json",
+                     HTTP_IDEMPOTENCY_KEY="retry-7f3a")
+    again = api.post("/api/v1/consent-checks", data=json.dumps(QUESTION), content_type="application/json",
+                     HTTP_IDEMPOTENCY_KEY="retry-7f3a")
+    assert first.status_code == again.status_code == 200
+    assert again.json()["check"] == first.json()["check"] and again["Idempotent-Replayed"] == "true"
+    assert ConsentCheck.objects.count() == 1 and len(read.of_kind("consent.check")) == 1
+    # The same key for another question is refused, not answered with the first.
+    other = api.post("/api/v1/consent-checks", data=json.dumps({**QUESTION, "sample": "S-2"}),
+                     content_type="application/json", HTTP_IDEMPOTENCY_KEY="retry-7f3a")
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+    # An unknown sample's 404 is replayed as a 404; without a key every question is a check.
+    unknown = {**QUESTION, "sample": "nope"}
+    for _ in range(2):
+        response = api.post("/api/v1/consent-checks", data=json.dumps(unknown), content_type="application/json",
+                            HTTP_IDEMPOTENCY_KEY="k2")
+        assert response.status_code == 404 and response.json()["error"] == "unknown_sample"
+    check(api, **QUESTION)
+    check(api, **QUESTION)
+    assert ConsentCheck.objects.count() == 4
+    bad = api.post("/api/v1/consent-checks", data=json.dumps(QUESTION), content_type="application/json",
+                   HTTP_IDEMPOTENCY_KEY="x" * 129)
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["fields"]

@@ -162,3 +162,18 @@ def test_a_262_character_email_at_sign_up_is_a_form_error(client, db):
                                         "password2": "a long test password 9", "email": email})
     assert response.status_code == 200 and b"at most 254 characters" in response.content
     assert not get_user_model().objects.filter(username="newperson").exists()
+
+
+def test_an_approval_whose_request_task_was_lost_is_asked_by_the_sweep(participant, purposes, monkeypatch):
+    from consent_portal import tasks
+    from consent_portal.models import ConsentRequest
+
+    study_ = services.study_submit(identifier="lost-task", title="T", institution="I", commercial=False,
+                                   uses=[{"permission": "DUO:0000006"}])
+    use = study_.uses.get()
+    # The broker is down when the committee approves: the task never runs.
+    monkeypatch.setattr(tasks.consent_requests_send, "delay", lambda **kwargs: None)
+    services.study_use_decide(use_id=use.pk, approve=True, member=None)
+    assert not ConsentRequest.objects.exists() and services.consent_requests_due() == [use.pk]
+    assert tasks.consent_requests_sweep() == 1
+    assert ConsentRequest.objects.get().participant == participant and services.consent_requests_due() == []

@@ -57,11 +57,30 @@ def test_a_task_that_could_not_be_queued_opens_no_window(flag, monkeypatch):
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(tasks.seal_pending, "delay", broker_down)
+    monkeypatch.setattr(tasks, "_broker_down_until", 0.0)
     tasks.seal_soon()
     assert (store.sets, store.flag) == (1, False)  # the flag is taken back
     monkeypatch.setattr(tasks.seal_pending, "delay", lambda **kwargs: queued.append(kwargs))
-    tasks.seal_soon()  # at once, and it asks Redis: no task would read this entry otherwise
+    # The broker just failed: for a pause, requests leave it alone (their entries stay
+    # pending, the outbox), so a hung broker costs one request, not every request.
+    now[0] += tasks.BROKER_PAUSE_SECONDS - 0.01
+    tasks.seal_soon()
+    assert (store.sets, len(queued)) == (1, 0)
+    now[0] += 0.02  # after the pause it asks Redis again, and the seal takes every pending entry
+    tasks.seal_soon()
     assert (store.sets, len(queued)) == (2, 1)
+
+
+def test_a_flag_store_that_does_not_answer_pauses_the_broker_without_queuing(flag, monkeypatch):
+    store, now, queued = flag
+    monkeypatch.setattr(tasks, "_broker_down_until", 0.0)
+
+    def hung(*args, **kwargs):
+        raise TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store, "set", hung)
+    tasks.seal_soon()
+    assert queued == [] and tasks._broker_paused()
 
 
 def test_without_a_linger_every_entry_asks_redis(flag, settings):
