@@ -98,12 +98,18 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "axes",
+    "django_prometheus",
+    "django_guid",
     "identity",
     "ledger",
     "consent_portal",
 ]
 
 MIDDLEWARE = [
+    # Request counts and latencies by view and status, for /metrics (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # A request id (X-Request-ID, a UUID, made if absent), in every log line and answer.
+    "django_guid.middleware.guid_middleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy (django-csp) and Permissions-Policy on every response.
     "csp.middleware.CSPMiddleware",
@@ -123,7 +129,19 @@ MIDDLEWARE = [
     "consent_portal.errors.DatabaseUnavailableMiddleware",
     # Last, as django-axes asks: answers a locked-out login.
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+
+DJANGO_GUID = {
+    "GUID_HEADER_NAME": "X-Request-ID",
+    "VALIDATE_GUID": True,  # a client's id is kept only if it is a UUID
+    "RETURN_HEADER": True,
+    "EXPOSE_HEADER": True,
+}
+# /metrics needs this bearer token; unset, only requests from this host may read it.
+METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
+# /readyz fails when an entry has waited longer than this to be sealed (worker down?).
+LEDGER_READY_MAX_LAG_SECONDS = envint("LEDGER_READY_MAX_LAG_SECONDS", "120")
 
 # Logins are throttled and locked out (django-axes) for every kind of account: after
 # AXES_FAILURE_LIMIT failures for one username, or from one address, within the cool-off,
@@ -305,11 +323,24 @@ LEDGER_WITNESS_TIMEOUT = envint("LEDGER_WITNESS_TIMEOUT", "10")
 # Demo data and the portal's own organisation name, shown in pages.
 PORTAL_NAME = os.getenv("PORTAL_NAME", "Biobank consent portal")
 
+# Logs: JSON lines (python-json-logger) with the request id, the default when DEBUG is off;
+# LOG_FORMAT=text for people reading a terminal.
+LOG_FORMAT = os.getenv("LOG_FORMAT", "text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "django_guid.log_filters.CorrelationId", "correlation_id_field": "request_id"}},
+    "formatters": {
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"], "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {"django_guid": {"level": "WARNING"}},
 }
 
 if not DEBUG:

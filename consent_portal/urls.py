@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from consent_portal import errors, ethics_views, portal_views
+from consent_portal import errors, ethics_views, ops, portal_views
 from consent_portal.api import views as api_views
 from identity import api as identity_api
 from ledger import converters  # noqa: F401 (registers <id:...>)
@@ -75,6 +75,9 @@ urlpatterns = [
     path("api/v1/ledger/", include("ledger.urls")),
     path("credentials/", include("identity.urls")),
     path("admin/", admin.site.urls),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
     # Last: any other API path is a JSON 404, DEBUG or not.
     re_path(r"^(?:api|credentials)/(?P<rest>.*)$", errors.api_not_found),
 ]

@@ -10,7 +10,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consent_portal import selectors, services
+from consent_portal import ops, selectors, services
 from consent_portal.api.serializers import (
     BulkCheckRequest,
     ConsentCheckRequest,
@@ -102,6 +102,7 @@ class ConsentCheckView(APIView):
             if earlier is None:
                 raise
             return earlier
+        ops.count_check(outcome.check.decision)
         return _check_answer(outcome.check, unknown=outcome.unknown, fresh=True)
 
 
@@ -231,6 +232,8 @@ class BulkConsentCheckView(APIView):
             custodian=request.user, samples=data["samples"], study=data["study"], purpose=data["purpose"]
         )
         bulk, results_json = answer.pop("bulk"), answer.pop("results_json")
+        ops.count_check("permit", kind="bulk", n=answer["permits"])
+        ops.count_check("deny", kind="bulk", n=answer["count"] - answer["permits"])
         receipt = ledger_selectors.entry_receipt(entry_id=bulk.ledger_entry_id)
         answer["ledger"] = _with_openings(receipt, bulk.ledger_entry_id, BULK_OPENINGS) or {
             "sealed": False,
