@@ -280,6 +280,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Every operation documents the error answers every endpoint can give (api/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "consent_portal.api.schema.add_error_responses"],
 }
 
 # Celery: no broker URL means tasks run in-process (eager), which the embedded default uses.

@@ -110,7 +110,7 @@ class WithdrawalFeedQuery(serializers.Serializer):
 
 class StudyUseRequest(serializers.Serializer):
     permission = serializers.RegexField(r"^DUO:\d{7}$", error_messages={"invalid": "Give a GA4GH DUO id."})
-    disease_id = serializers.RegexField(r"^[A-Z]{1,16}:\d{1,15}$", max_length=32, required=False, allow_blank=True,
+    disease_id = serializers.RegexField(r"^(?:[A-Z]{1,16}:\d{1,15})?$", max_length=32, required=False, allow_blank=True,
                                         default="", help_text="A MONDO id such as MONDO:0005148, for DUO:0000007.")
     disease_label = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 

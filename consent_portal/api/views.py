@@ -301,7 +301,8 @@ class WithdrawalConfirmView(APIView):
 
 
 class ConsentFhirView(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: None},
+    @extend_schema(responses={(200, "application/fhir+json"): OpenApiTypes.OBJECT,
+                              404: OpenApiResponse(_ERROR, description="Not a participant whose sample you hold")},
                    summary="A consent as a FHIR R4 Consent resource (for a participant whose sample you hold)")
     def get(self, request, credential_uuid):
         consent = selectors.consent_of_custodians_participant(
