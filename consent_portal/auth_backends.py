@@ -14,7 +14,7 @@ class ThrottledLoginBackend(AxesStandaloneBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None:
             return None
-        if not settings.DEBUG:
+        if not settings.DEMO_ALLOWED:
             from consent_portal import demo
 
             if demo.DEMO_PASSWORDS.get(username) == password:

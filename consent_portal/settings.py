@@ -80,6 +80,10 @@ try:
 except ValueError:
     raise ImproperlyConfigured("KEY_ENCRYPTION_KEY must be 32 bytes, base64url-encoded") from None
 
+# The demo's published token and passwords work only where this is true: with DEBUG on, as
+# load_demo requires; never in production, even if demo data was loaded before.
+DEMO_ALLOWED = DEBUG
+
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 

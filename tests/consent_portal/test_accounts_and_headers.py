@@ -58,13 +58,11 @@ def test_sign_up_refuses_a_short_password(db):
 
 
 def test_no_demo_way_in_once_debug_is_off(db, settings):
-    settings.DEBUG = True  # as load_demo requires
     demo.demo_load()
     api = Client(HTTP_AUTHORIZATION=f"Bearer {demo.DEMO_CUSTODIAN_TOKEN}")
     question = {"sample": "S-0001", "study": "diabetes-genomics-2026", "purpose": "DUO:0000006"}
     assert api.post("/api/v1/consent-checks", question, content_type="application/json").status_code == 200
-    settings.DEBUG = False
-    settings.SECURE_SSL_REDIRECT = False
+    settings.DEMO_ALLOWED = False  # what DEBUG=false sets at start-up
     assert api.post("/api/v1/consent-checks", question, content_type="application/json").status_code == 401
     refused = login(Client(), "ethics", demo.DEMO_PASSWORDS["ethics"])
     assert refused.status_code in (200, 429) and "_auth_user_id" not in refused.client.session
