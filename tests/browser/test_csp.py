@@ -35,3 +35,18 @@ def test_the_key_flow_runs_under_the_portals_csp(browser, live_server):
         assert violations == []
     finally:
         context.close()
+
+
+def test_error_pages_are_the_portals_own_and_accessible(page, look, participant):
+    response = page.goto("/no-such-page/")
+    assert response.status == 404
+    expect(page.locator("h1")).to_have_text("Page not found")
+    assert look("error-404") == []
+    page.goto("/login/")
+    page.fill("#id_username", participant.user.username)
+    page.fill("#id_password", "a long test password 1")
+    page.click("button[type=submit]")
+    response = page.goto("/ethics/")
+    assert response.status == 403
+    expect(page.locator("h1")).to_have_text("You cannot open this page")
+    assert look("error-403") == []
