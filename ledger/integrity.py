@@ -5,14 +5,20 @@ a multiple of its width), so a compact range started empty over the span's leave
 the very subtrees the log stores, just numbered from the span's start. A span is verified
 alone, page by page: every leaf hash recomputed from the payload bytes in the entry
 bundles and compared with the level-0 hash tiles, every subtree at levels 8, 16, ...
-inside the span compared with its hash tile. It reports, in log order, its problems and,
+inside the span compared with its hash tile, and every index's Entry row (the identity
+the portal's records point at) compared with its leaf: there must be one, and its
+leaf_hash must be the leaf's, so a row deleted, moved to another index (two rows' indexes
+swapped) or altered is named by the index. It reports, in log order, its problems and,
 at each checkpoint size inside it, its compact range there. An assembly joins spans in log
 order: it folds their subtrees, checks the stored ones that join them, each checkpoint's
 root and signature, and the head.
 
-A page costs two queries, whatever its length: its bundles (256 entries a row) and its
-hash tiles (256 hashes a row), compared with what was recomputed as joined bytes; only a
-page that differs is compared hash by hash, to name every bad entry and node.
+A page costs three queries, whatever its length: its bundles (256 entries a row), its
+hash tiles (256 hashes a row) and its entry rows' leaf hashes, a range of the unique index
+on Entry.index (on PostgreSQL counted and joined by the database: one row back, not one
+per entry); each is compared with what was recomputed as joined bytes, and only a page
+that differs is compared hash by hash (its entry rows then read again, one by one), to
+name every bad entry, row and node.
 
 With one worker the whole log is one span verified here. With more (PostgreSQL only), the
 log is cut into complete subtrees of at most MAX_SPAN leaves, worker processes forked from
@@ -123,6 +129,33 @@ def _bundles(first: int, last: int) -> dict[int, bytes]:
     return {number: bytes(data) for number, data in rows}
 
 
+def _entry_rows(start: int, end: int) -> list[tuple[int, int, bytes | None]]:
+    """(index, id, leaf_hash) of the entry rows holding the indexes [start, end), in
+    index order: one range of the unique index on Entry.index."""
+    index = _qn("index")
+    return _fetch(
+        f"SELECT {index}, {_qn('id')}, {_qn('leaf_hash')} FROM {_qn(Entry._meta.db_table)} "
+        f"WHERE {index} >= %s AND {index} < %s ORDER BY {index}",
+        [start, end],
+    )
+
+
+def _entry_rows_agree(start: int, end: int, joined: bytes) -> bool:
+    """PostgreSQL: whether the entry rows [start, end) are all there and hold the leaf
+    hashes `joined`, in index order: the same range as _entry_rows, counted and joined by
+    the database, so one row comes back rather than one per entry (building those rows
+    here cost more than the database's work). A page for which this does not hold (or
+    the database joined out of order) is then read row by row."""
+    index = _qn("index")
+    (count, hashes), = _fetch(
+        f"SELECT count(*) FILTER (WHERE octet_length(r.h) = {HASH}), string_agg(r.h, ''::bytea) "
+        f"FROM (SELECT {_qn('leaf_hash')} AS h FROM {_qn(Entry._meta.db_table)} "
+        f"WHERE {index} >= %s AND {index} < %s ORDER BY {index}) AS r",
+        [start, end],
+    )
+    return count == end - start and hashes is not None and bytes(hashes) == joined
+
+
 def _tiles(start: int, end: int) -> dict[tiles.Tile, bytes]:
     """The stored hash tiles holding the leaves [start, end) and the subtrees at levels
     8, 16, ... that end inside that range: one range of tiles a level, in one query."""
@@ -159,19 +192,53 @@ def _stored_run(stored: dict[tiles.Tile, bytes], tile_level: int, first: int, co
 
 
 def _run_problems(
-    stored: dict[tiles.Tile, bytes], level: int, first: int, hashes: list[bytes]
+    stored: dict[tiles.Tile, bytes], level: int, first: int, hashes: list[bytes],
+    joined: bytes | None = None,
 ) -> list[tuple[int, str]]:
-    """Recomputed hashes of tree level `level` (a multiple of 8) from index first, against
-    the stored ones: (index, "missing" or "mismatch") for each that differs, in order."""
+    """Recomputed hashes of tree level `level` (a multiple of 8) from index first (joined:
+    the same, joined, when the caller has them), against the stored ones: (index,
+    "missing" or "mismatch") for each that differs, in order."""
     tile_level = level // tiles.HEIGHT
     found = _stored_run(stored, tile_level, first, len(hashes))
-    if found == b"".join(hashes):
+    if found == (b"".join(hashes) if joined is None else joined):
         return []
     problems = []
     for offset, digest in enumerate(hashes):
         piece = found[offset * HASH : (offset + 1) * HASH]
         if piece != digest:
             problems.append((first + offset, "missing" if len(piece) < HASH else "mismatch"))
+    return problems
+
+
+def _row_problems(
+    stored: dict[tiles.Tile, bytes], start: int, leaves: list[bytes],
+    rows: list[tuple[int, int, bytes | None]],
+) -> list[tuple]:
+    """The entry rows (_entry_rows) of the leaves [start, start + len(leaves)) against
+    those leaves, as problems (offset, message, index, at): an index without a row, a row
+    without a leaf hash, a row whose leaf hash is not the leaf's. A leaf whose stored hash
+    differs from the recomputed one is named already; its row is named too only when it
+    matches neither."""
+    if len(rows) == len(leaves) and [
+            None if row[2] is None else bytes(row[2]) for row in rows] == leaves:
+        return []
+    held = {index: (entry_id, None if digest is None else bytes(digest))
+            for index, entry_id, digest in rows}
+    stored_run = _stored_run(stored, 0, start, len(leaves))
+    problems = []
+    for offset, leaf in enumerate(leaves):
+        index = start + offset
+        if index not in held:
+            problems.append((offset, f"entry {index}: its entry row is missing", index, index))
+            continue
+        entry_id, digest = held[index]
+        if digest is None:
+            problems.append((offset, f"entry {index}: its entry row (id {entry_id}) has no "
+                                     "leaf hash", index, index))
+            continue
+        if digest != leaf and digest != stored_run[offset * HASH : (offset + 1) * HASH]:
+            problems.append((offset, f"entry {index}: its entry row (id {entry_id}) does not "
+                                     "match the leaf", index, index))
     return problems
 
 
@@ -230,10 +297,15 @@ def verify_span(start: int, end: int, chunk_size: int, emit: Callable[[list], No
             break
         page_end = page_start + len(leaves)
         stored = _tiles(page_start, page_end)
+        joined = b"".join(leaves)
         problems += [
             (index - page_start, f"entry {index}: leaf hash {state}", index, index)
-            for index, state in _run_problems(stored, 0, page_start, leaves)
+            for index, state in _run_problems(stored, 0, page_start, leaves, joined)
         ]
+        if connection.vendor != "postgresql" or not _entry_rows_agree(
+                page_start, page_end, joined):
+            rows = _entry_rows(page_start, page_end)
+            problems += _row_problems(stored, page_start, leaves, rows)
         problems.sort(key=lambda problem: problem[0])
         nodes += len(leaves)
         sizes = _checkpoint_sizes(page_start, page_end)
@@ -403,7 +475,7 @@ def default_workers(size: int) -> int:
 
 def verify_log(
     *, progress: Progress | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-    workers: int | None = None, entry_rows: bool = False,
+    workers: int | None = None,
 ) -> VerifyReport:
     """See services.ledger_verify."""
     if chunk_size < 1:
@@ -443,11 +515,6 @@ def verify_log(
     else:
         assembly = _verify_here(report, size, chunk_size, progress)
     assembly.finish(head_root)
-    if entry_rows:
-        # Every sealed entry below the head has its row: the identity records point at.
-        rows = Entry.objects.filter(index__isnull=False, index__lt=size).count()
-        if rows != size:
-            report.bad(f"entries: {rows} rows hold the indexes below {size}, not {size}")
     report.pending = Entry.objects.filter(index__isnull=True).count()
     return report
 

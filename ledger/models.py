@@ -11,7 +11,10 @@ class Entry(models.Model):
     """A ledger entry: the identity other records point at, and its position once sealed.
 
     Pending, it holds its payload (canonical JSON, "kind" included); the sequencer moves
-    the payload into its EntryBundle, where it is hashed as it is, and sets the index.
+    the payload into its EntryBundle, where it is hashed as it is, and sets the index and
+    the leaf hash. The leaf hash binds the row to its leaf: a row moved to another index
+    (two rows' indexes swapped) no longer matches the log there, which verify_ledger and
+    every receipt check.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -21,6 +24,8 @@ class Entry(models.Model):
     payload = models.BinaryField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sealed_at = models.DateTimeField(null=True)
+    # The RFC 9162 leaf hash of the payload, set with the index; null while pending.
+    leaf_hash = models.BinaryField(max_length=32, null=True)
 
     class Meta:
         verbose_name_plural = "entries"
@@ -32,9 +37,11 @@ class Entry(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(index__isnull=True, payload__isnull=False, sealed_at__isnull=True)
-                | Q(index__gte=0, payload__isnull=True, sealed_at__isnull=False),
-                name="ledger_entry_sealed_moved",
+                condition=Q(index__isnull=True, payload__isnull=False, sealed_at__isnull=True,
+                            leaf_hash__isnull=True)
+                | Q(index__gte=0, payload__isnull=True, sealed_at__isnull=False,
+                    leaf_hash__isnull=False),
+                name="ledger_entry_sealed_bound",
             ),
         ]
 

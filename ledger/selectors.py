@@ -149,12 +149,18 @@ def entry_bundle(*, index: int, width: int) -> bytes | None:
 
 
 def entry_bytes(*, entry_id: int) -> bytes:
-    """An entry's payload, pending or sealed: the bytes the log hashes (or will)."""
-    index, payload = Entry.objects.values_list("index", "payload").get(id=entry_id)
+    """An entry's payload, pending or sealed: the bytes the log hashes (or will). Raises
+    EntryRowMismatch for a sealed row that does not match the leaf at its index."""
+    row = Entry.objects.values_list("index", "payload", "leaf_hash").get(id=entry_id)
+    index, payload, leaf_hash = row
     if index is None:
         return bytes(payload)
+    return _sealed_payload(entry_id, index, leaf_hash, _bundle_data(index))
+
+
+def _bundle_data(index: int) -> bytes | None:
     bundles = EntryBundle.objects.filter(index=index // tiles.WIDTH)
-    return _bundled(index, bundles.values_list("data", flat=True).first())
+    return bundles.values_list("data", flat=True).first()
 
 
 def _bundled(index: int, bundle: bytes | None) -> bytes:
@@ -162,6 +168,28 @@ def _bundled(index: int, bundle: bytes | None) -> bytes:
     if index % tiles.WIDTH >= len(payloads):
         raise LookupError(f"sealed entry {index} is missing from its bundle: run verify_ledger")
     return payloads[index % tiles.WIDTH]
+
+
+class EntryRowMismatch(LookupError):
+    """A sealed entry row whose leaf hash is not the leaf's at the index it holds (moved
+    to another index, e.g. two rows' indexes swapped, or altered): what the log holds there
+    is another record's, so no receipt or payload is served for it. verify_ledger names it."""
+
+
+def _row_bound(entry_id: int, index: int, row_leaf_hash: bytes | None, leaf_hash: bytes) -> None:
+    """Raises EntryRowMismatch unless the row's leaf hash is leaf_hash, the leaf's at index."""
+    if row_leaf_hash is None or bytes(row_leaf_hash) != leaf_hash:
+        raise EntryRowMismatch(f"entry row {entry_id} does not match the leaf at index {index}: "
+                               "run verify_ledger")
+
+
+def _sealed_payload(entry_id: int, index: int, row_leaf_hash: bytes | None,
+                    bundle: bytes | None) -> bytes:
+    """The payload of the sealed entry at index from its bundle, once checked to be the
+    one the row (entry_id, with row_leaf_hash) was sealed with."""
+    payload = _bundled(index, bundle)
+    _row_bound(entry_id, index, row_leaf_hash, merkle.leaf_hash(payload))
+    return payload
 
 
 def entry_payload(*, index: int) -> bytes | None:
@@ -190,13 +218,15 @@ def proof_consistency(*, first: int, second: int) -> list[bytes]:
 def entry_evidence(*, entry_id: int) -> dict | None:
     """Proof that a sealed entry is in the latest signed checkpoint; None while pending.
 
-    Raises Entry.DoesNotExist for an unknown id.
+    Raises Entry.DoesNotExist for an unknown id, EntryRowMismatch for a row that does not
+    match the leaf at its index.
     """
-    index = Entry.objects.values_list("index", flat=True).get(id=entry_id)
+    index, row_leaf_hash = Entry.objects.values_list("index", "leaf_hash").get(id=entry_id)
     if index is None:
         return None
     checkpoint = checkpoint_latest()
     leaf, proof = leaf_inclusion(index=index, tree_size=checkpoint.size)
+    _row_bound(entry_id, index, row_leaf_hash, leaf)
     body, _ = note.split_note(checkpoint.note)
     return {
         "index": index,
@@ -325,15 +355,25 @@ def witness_overview(*, refusals: int = 20) -> dict:
     }
 
 
-# Final receipts by entry id. A sealed entry never changes, and a proof against a final
-# checkpoint stays true and checkable for good, so a receipt once final is served again
-# as it was (against that checkpoint, not a newer one) instead of being rebuilt: a custodian
-# asks about the same consent event again and again. What can change is who counts as a
-# witness and the quorum, so each reuse checks those (one small query) and rebuilds the
-# receipt when they differ. Receipts that are not final yet are never kept. Bounded, per
-# process.
+# Final receipts by entry id, each with the row it was built from: (index, leaf hash). A
+# sealed entry never changes, and a proof against a final checkpoint stays true and
+# checkable for good, so a receipt once final is served again as it was (against that
+# checkpoint, not a newer one) instead of being rebuilt: a custodian asks about the same
+# consent event again and again. What can change is who counts as a witness and the
+# quorum, and, if someone alters the database, the entry row (its index swapped with
+# another row's, then swapped back): so each reuse reads those again (one small query) and
+# rebuilds the receipt, which checks the row against its leaf, when they differ. Receipts
+# that are not final yet are never kept. Bounded, per process.
 _final_receipts: LRUCache = LRUCache(maxsize=8192)
 _final_receipts_lock = threading.Lock()
+
+
+def _entry_now_sql() -> str:
+    """The entry row's index and leaf hash, with a row per registered witness key in id
+    order (one row with a null key when there is none)."""
+    entries, members = Entry._meta.db_table, Member._meta.db_table
+    return (f'SELECT e."index", e.leaf_hash, m.verifier_key FROM {entries} e'
+            f" LEFT JOIN {members} m ON {_WITNESS_SQL} WHERE e.id = %s ORDER BY m.id")
 
 
 def entry_receipt(*, entry_id: int) -> dict | None:
@@ -342,19 +382,36 @@ def entry_receipt(*, entry_id: int) -> dict | None:
     Uses the newest checkpoint that has the quorum of witness cosignatures and covers
     the entry; while none does yet, the newest checkpoint, with "final": false (the
     verifier then fails the quorum check). None while the entry is pending; raises
-    Entry.DoesNotExist for an unknown id. A final receipt is remembered (see above).
+    Entry.DoesNotExist for an unknown id, EntryRowMismatch for a row whose leaf hash is not
+    the leaf's at the index it holds (a receipt of another record's entry is never served).
+    A final receipt is remembered (see above), and served again only for the same row.
     """
     with _final_receipts_lock:
         cached = _final_receipts.get(entry_id)
     if cached is not None:
-        witnesses = _witness_keys()
-        if (cached["witness_keys"], cached["quorum"]) == (tuple(witnesses), witness_quorum()):
-            return {**cached, "inclusion_proof": list(cached["inclusion_proof"]), "witness_keys": witnesses}
+        row, receipt = cached
+        # The same query count as reading the witness keys alone (prepared on PostgreSQL).
+        rows = prepared_rows(_entry_now_sql(), [entry_id], binary=True)
+        if not rows:
+            with _final_receipts_lock:
+                _final_receipts.pop(entry_id, None)
+            raise Entry.DoesNotExist(f"no ledger entry {entry_id}")
+        index, leaf_hash = rows[0][0], rows[0][1]
+        witnesses = [key for _, _, key in rows if key is not None]
+        now = (index, None if leaf_hash is None else bytes(leaf_hash))
+        if now == row and (receipt["witness_keys"], receipt["quorum"]) == (
+                tuple(witnesses), witness_quorum()):
+            return {**receipt, "inclusion_proof": list(receipt["inclusion_proof"]),
+                    "witness_keys": witnesses}
+        with _final_receipts_lock:
+            _final_receipts.pop(entry_id, None)
     receipt = _entry_receipt(entry_id)
     if receipt is not None and receipt["final"]:
+        row = (receipt["index"], merkle.leaf_hash(base64.b64decode(receipt["leaf"])))
         with _final_receipts_lock:
-            _final_receipts[entry_id] = {**receipt, "inclusion_proof": tuple(receipt["inclusion_proof"]),
-                                         "witness_keys": tuple(receipt["witness_keys"])}
+            _final_receipts[entry_id] = (row, {
+                **receipt, "inclusion_proof": tuple(receipt["inclusion_proof"]),
+                "witness_keys": tuple(receipt["witness_keys"])})
     return receipt
 
 
@@ -392,7 +449,7 @@ def _receipt_facts_sql() -> str:
     cosigners = (f"SELECT count(*) FROM {cosignatures} s JOIN {members} m ON m.id = s.member_id"
                  f" WHERE s.checkpoint_id = c.id AND {witness}")
     return (
-        f"SELECT e.index, b.data, f.size, f.note,"
+        f"SELECT e.index, e.leaf_hash, b.data, f.size, f.note,"
         f" (SELECT string_agg(s.line, '' ORDER BY s.member_id) FROM {cosignatures} s"
         f"   JOIN {members} m ON m.id = s.member_id WHERE s.checkpoint_id = f.id AND {witness}),"
         f" (SELECT string_agg(m.verifier_key, E'\\n' ORDER BY m.id) FROM {members} m WHERE {witness})"
@@ -414,20 +471,20 @@ def _entry_receipt(entry_id: int) -> dict | None:
         rows = prepared_rows(_receipt_facts_sql(), [quorum, quorum, entry_id], binary=True)
         if not rows:
             raise Entry.DoesNotExist(f"no ledger entry {entry_id}")
-        index, bundle, size, checkpoint_note, lines, keys = rows[0]
+        index, row_leaf_hash, bundle, size, checkpoint_note, lines, keys = rows[0]
         if index is None:
             return None
-        payload = _bundled(index, bundle)
+        payload = _sealed_payload(entry_id, index, row_leaf_hash, bundle)
         witness_keys = keys.split("\n") if keys else []
         if size is not None:
             cosigned = checkpoint_note + (lines or "") if witness_keys else checkpoint_note
             return _receipt(index=index, payload=payload, size=size, checkpoint_note=checkpoint_note,
                             cosigned=cosigned, witness_keys=witness_keys, final=True)
         return _receipt_not_final(index=index, payload=payload, witness_keys=witness_keys)
-    index = Entry.objects.filter(id=entry_id).values_list("index", flat=True).get()
+    index, row_leaf_hash = Entry.objects.filter(id=entry_id).values_list("index", "leaf_hash").get()
     if index is None:
         return None
-    payload = entry_bytes(entry_id=entry_id)
+    payload = _sealed_payload(entry_id, index, row_leaf_hash, _bundle_data(index))
     checkpoint = _final_checkpoints().filter(size__gt=index).order_by("-size").first()
     witness_keys = _witness_keys()
     if checkpoint is None:

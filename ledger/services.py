@@ -221,44 +221,53 @@ def _tree_state_locked() -> TreeState:
     return state
 
 
-def _entries_mark_sealed(ids: list[int], first_index: int, *, sealed_at) -> None:
-    """Gives the entries ids (in id order) the indexes first_index, first_index + 1, ...,
-    sets sealed_at and clears the payloads, which now live in their bundles.
+def _entries_mark_sealed(ids: list[int], first_index: int, *, sealed_at,
+                         leaf_hashes: list[bytes]) -> None:
+    """Gives the entries ids (in id order) the indexes first_index, first_index + 1, ...
+    and their leaf hashes (leaf_hashes, in the same order: what binds each row to its
+    leaf), sets sealed_at and clears the payloads, which now live in their bundles.
 
     PostgreSQL: one UPDATE ... FROM unnest(ids) WITH ORDINALITY, the ids sent as one
     array literal (psycopg dumps a list element by element in Python), so the statement
-    text and its parse do not grow with the batch. The id range lets PostgreSQL find the
-    rows by the primary key: without it the join is planned as a scan of the whole table,
-    a cost that grows with the log. Elsewhere one UPDATE ... FROM VALUES per chunk of 400
-    rows (bulk_update's CASE per row and field was 80% of the sealing time). The CASTs
-    keep the join bigint to bigint, on the primary key.
+    text and its parse do not grow with the batch; the leaf hashes travel as one bytea,
+    bound in binary, row n taking its 32 bytes at (n - 1) * 32. The id range lets
+    PostgreSQL find the rows by the primary key: without it the join is planned as a scan
+    of the whole table, a cost that grows with the log. Elsewhere one UPDATE ... FROM
+    VALUES per chunk of 300 rows (bulk_update's CASE per row and field was 80% of the
+    sealing time). The CASTs keep the join bigint to bigint, on the primary key.
     """
     if not ids:
         return
+    if len(leaf_hashes) != len(ids) or any(len(h) != merkle.HASH_SIZE for h in leaf_hashes):
+        raise ValueError("one 32-byte leaf hash per entry sealed")
     qn = connection.ops.quote_name
     table = qn(Entry._meta.db_table)
     if connection.vendor == "postgresql":
         with raw_cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} AS e SET {qn('index')} = %s::bigint + v.n - 1, "
-                f"{qn('payload')} = NULL, {qn('sealed_at')} = %s "
+                f"{qn('payload')} = NULL, {qn('sealed_at')} = %s, "
+                f"{qn('leaf_hash')} = substring(%b::bytea"
+                f" FROM (v.n::int - 1) * {merkle.HASH_SIZE} + 1 FOR {merkle.HASH_SIZE}) "
                 f"FROM unnest(%s::bigint[]) WITH ORDINALITY AS v (id, n) WHERE e.{qn('id')} = v.id "
                 f"AND e.{qn('id')} BETWEEN %s::bigint AND %s::bigint",
-                [first_index, sealed_at, "{" + ",".join(map(str, ids)) + "}", min(ids), max(ids)],
+                [first_index, sealed_at, b"".join(leaf_hashes), "{" + ",".join(map(str, ids)) + "}",
+                 min(ids), max(ids)],
             )
             if cursor.rowcount != len(ids):
                 raise RuntimeError(f"sealing updated {cursor.rowcount} of {len(ids)} entries")
         return
-    rows = [(entry_id, first_index + offset) for offset, entry_id in enumerate(ids)]
+    rows = [(entry_id, first_index + offset, digest)
+            for offset, (entry_id, digest) in enumerate(zip(ids, leaf_hashes, strict=True))]
     when = connection.ops.adapt_datetimefield_value(sealed_at)
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), 400):
-            chunk = rows[start : start + 400]
-            values = ", ".join(["(%s, %s)"] * len(chunk))
+        for start in range(0, len(rows), 300):
+            chunk = rows[start : start + 300]
+            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
             cursor.execute(
-                f"WITH v (id, idx) AS (VALUES {values}) "
+                f"WITH v (id, idx, leaf) AS (VALUES {values}) "
                 f"UPDATE {table} SET {qn('index')} = CAST(v.idx AS BIGINT), "
-                f"{qn('payload')} = NULL, {qn('sealed_at')} = %s "
+                f"{qn('payload')} = NULL, {qn('sealed_at')} = %s, {qn('leaf_hash')} = v.leaf "
                 f"FROM v WHERE {table}.{qn('id')} = CAST(v.id AS BIGINT)",
                 [value for row in chunk for value in row] + [when],
             )
@@ -321,7 +330,8 @@ def _seal_batch(limit: int, signer: dict) -> int:
         tree = merkle.CompactRange(size, [found[pair] for pair in frontier])
         payloads = [bytes(payload) for _, payload in pending]
         leaf_hash = merkle.leaf_hash
-        runs = tree.extend([leaf_hash(payload) for payload in payloads])
+        leaves = [leaf_hash(payload) for payload in payloads]
+        runs = tree.extend(leaves)
         partial = None
         if size % tiles.WIDTH:
             partial = (EntryBundle.objects.filter(index=size // tiles.WIDTH)
@@ -334,7 +344,8 @@ def _seal_batch(limit: int, signer: dict) -> int:
         _upsert(EntryBundle, ["index"], "data", sorted(bundles.items()))
         _upsert(HashTile, ["level", "index"], "hashes",
                 [(*key, data) for key, data in sorted(written.items())])
-        _entries_mark_sealed([entry_id for entry_id, _ in pending], size, sealed_at=timezone.now())
+        _entries_mark_sealed([entry_id for entry_id, _ in pending], size, sealed_at=timezone.now(),
+                             leaf_hashes=leaves)
         state.size, state.root_hash = tree.size, tree.root()
         state.save(update_fields=["size", "root_hash", "updated_at"])
         key = ledger_key_get_or_create()
@@ -379,7 +390,6 @@ def ledger_verify(
     progress: Callable[[int, int], None] | None = None,
     chunk_size: int = integrity.DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
-    entry_rows: bool = False,
 ) -> VerifyReport:
     """Recomputes the log from the payload bytes and checks every stored hash against it.
 
@@ -387,9 +397,10 @@ def ledger_verify(
     bytes never change (a partial bundle or tile only grows) and later entries lie beyond
     it. Every leaf hash, every stored subtree, the root at every checkpoint size, each
     checkpoint's signature and the head itself; a gap ends the check there, named as the
-    first bad entry. entry_rows: also that every sealed index has its Entry row (the
-    identity records point at, outside the log; a scan of the entry table's index).
-    Entries are read a page of chunk_size indexes at a time, so memory stays constant;
+    first bad entry. And every sealed index's Entry row (the identity records point at,
+    outside the log): a row missing, moved to another index (two rows' indexes swapped)
+    or altered so that its leaf_hash is not its leaf's is named by the index. Entries are
+    read a page of chunk_size indexes at a time, so memory stays constant;
     progress(done, total) is called after each page.
 
     workers: processes verifying entries in parallel (None: os.cpu_count() for a log of
@@ -398,8 +409,7 @@ def ledger_verify(
     elsewhere, and with 1, everything runs in this process. The report is the same either
     way.
     """
-    return integrity.verify_log(progress=progress, chunk_size=chunk_size, workers=workers,
-                                entry_rows=entry_rows)
+    return integrity.verify_log(progress=progress, chunk_size=chunk_size, workers=workers)
 
 
 # -- consortium members, tokens and witnesses --

@@ -141,7 +141,8 @@ class Loader:
         raw = connection.connection  # psycopg 3
         size = self.tree.size
         payloads = [payload(i) for i in range(size, to_size)]
-        runs = self.tree.extend([merkle.leaf_hash(p) for p in payloads])
+        leaves = [merkle.leaf_hash(p) for p in payloads]
+        runs = self.tree.extend(leaves)
         hash_tiles = tiles.extend_tiles(size, runs, self.edge)
         bundles = tiles.extend_bundles(size, payloads, self.edge.get("bundle"))
         del payloads, runs
@@ -151,9 +152,9 @@ class Loader:
             for level, index in tiles.edge(size):
                 c.execute("DELETE FROM ledger_hashtile WHERE level = %s AND index = %s", [level, index])
         with raw.cursor() as cur:
-            with cur.copy("COPY ledger_entry (id, index, created_at, sealed_at) FROM STDIN") as entries:
-                for i in range(size, to_size):
-                    entries.write_row((i + 1, i, now, now))
+            with cur.copy("COPY ledger_entry (id, index, created_at, sealed_at, leaf_hash) FROM STDIN") as entries:
+                for i, leaf in enumerate(leaves, start=size):
+                    entries.write_row((i + 1, i, now, now, leaf))
             with cur.copy("COPY ledger_entrybundle (index, data) FROM STDIN") as out:
                 for row in bundles.items():
                     out.write_row(row)

@@ -5,9 +5,16 @@
 `fields` appears when particular input fields were wrong, keyed by field name.
 """
 
+import logging
+
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from ledger.selectors import EntryRowMismatch
+
+logger = logging.getLogger(__name__)
 
 
 class BodyTooLarge(exceptions.APIException):
@@ -26,6 +33,12 @@ def _first_message(detail) -> str:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, EntryRowMismatch):
+        # The ledger's rows disagree with its leaves (tampering or a bad repair): no receipt
+        # is served for another record. An incident for the operator, said as such.
+        logger.error("ledger integrity: %s", exc)
+        return Response({"error": "ledger_integrity", "detail": "This answer's ledger record does not match the "
+                         "ledger; the operator has been alerted (run verify_ledger)."}, status=500)
     if isinstance(exc, RequestDataTooBig):
         # Django refuses the body before DRF parses it; say so as JSON, not as a 400 page.
         exc = BodyTooLarge()

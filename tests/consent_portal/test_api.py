@@ -354,3 +354,20 @@ def test_a_retried_check_with_the_same_idempotency_key_gets_the_first_answer(api
     bad = api.post("/api/v1/consent-checks", data=json.dumps(QUESTION), content_type="application/json",
                    HTTP_IDEMPOTENCY_KEY="x" * 129)
     assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["fields"]
+
+
+def test_a_check_whose_ledger_row_was_moved_gets_no_other_records_receipt(api, sample, approved_study):
+    from ledger import services as ledger_services
+    from tests.ledger import tamper
+
+    first = check(api, **QUESTION).json()
+    second = check(api, **QUESTION).json()
+    ledger_services.ledger_seal_pending()
+    rows = [ConsentCheck.objects.get(pk=c["check"]).ledger_entry for c in (first, second)]
+    for row in rows:
+        row.refresh_from_db()
+    tamper.rows_swap(rows[0].index, rows[1].index)
+    response = api.get(f"/api/v1/consent-checks/{first['check']}")
+    assert response.status_code == 500 and response.json()["error"] == "ledger_integrity"
+    tamper.rows_swap(rows[1].index, rows[0].index)  # the repair
+    assert api.get(f"/api/v1/consent-checks/{first['check']}").json()["ledger"]["index"] == rows[0].index

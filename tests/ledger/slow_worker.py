@@ -23,8 +23,8 @@ PAUSE = float(os.environ["LEDGER_TEST_SEAL_PAUSE"])
 MARKER = os.environ["LEDGER_TEST_MARKER"]
 
 
-def _slow_mark(ids, first_index, *, sealed_at):
-    _mark(ids, first_index, sealed_at=sealed_at)
+def _slow_mark(ids, first_index, **marked):
+    _mark(ids, first_index, **marked)
     with open(MARKER, "a") as f:
         f.write(f"{os.getpid()} {first_index} {len(ids)} {time.time()}\n")
     time.sleep(PAUSE)

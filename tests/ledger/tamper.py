@@ -1,8 +1,14 @@
 """Alter a sealed log the way someone with write access to the database could: its entry
-bundles and hash tiles (ledger.tiles), so tests can show that verification finds it."""
+bundles and hash tiles (ledger.tiles) and the entry rows records point at, so tests can
+show that verification finds it."""
+
+from django.db import connection
 
 from ledger import merkle, tiles
-from ledger.models import EntryBundle, HashTile, TreeState
+from ledger.models import Entry, EntryBundle, HashTile, TreeState
+
+# An index no test log reaches, to move a row out of the way of the unique index.
+ASIDE = 1 << 62
 
 
 def payloads(number: int) -> list[bytes]:
@@ -76,3 +82,37 @@ def tiles_rebuild() -> bytes:
     if tree.size == 0:
         HashTile.objects.all().delete()
     return tree.root()
+
+
+def rows_swap(a: int, b: int, *, leaf_hashes: bool = False) -> tuple[int, int]:
+    """Swaps the indexes of the entry rows at sealed indexes a and b (with leaf_hashes,
+    their leaf hashes too): the records that point at either row then point at the
+    other's leaf. Returns the rows' ids (the one at a first)."""
+    first, second = (Entry.objects.values_list("id", "leaf_hash").get(index=i) for i in (a, b))
+    hashes = (first[1], second[1]) if leaf_hashes else (second[1], first[1])
+    Entry.objects.filter(id=first[0]).update(index=ASIDE)
+    Entry.objects.filter(id=second[0]).update(index=a, leaf_hash=hashes[0])
+    Entry.objects.filter(id=first[0]).update(index=b, leaf_hash=hashes[1])
+    return first[0], second[0]
+
+
+def row_leaf_hash_clear(index: int) -> int:
+    """Clears the leaf hash of the entry row at a sealed index, past the check constraint
+    that forbids it (dropped and put back unchecked on PostgreSQL, ignored on SQLite), as
+    an old sequencer or a hand edit could. Returns the row's id."""
+    entry_id = Entry.objects.values_list("id", flat=True).get(index=index)
+    table, name = Entry._meta.db_table, "ledger_entry_sealed_bound"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = %s", [name])
+            (definition,) = cursor.fetchone()
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+            cursor.execute(f"UPDATE {table} SET leaf_hash = NULL WHERE id = %s", [entry_id])
+            cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition} NOT VALID")
+        else:
+            cursor.execute("PRAGMA ignore_check_constraints = ON")
+            try:
+                cursor.execute(f"UPDATE {table} SET leaf_hash = NULL WHERE id = %s", [entry_id])
+            finally:
+                cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    return entry_id

@@ -103,6 +103,19 @@ def test_workers_report_what_one_process_reports(committed_log, alter, first_bad
         assert report.problems[-1] == report.headline and report.entries == first_bad
 
 
+def test_workers_name_entry_rows_deleted_and_swapped_across_spans(committed_log):
+    # Rows 2 and 22 lie in different spans ([0, 4) and [20, 24)), so in different workers.
+    row_at_2, row_at_22 = tamper.rows_swap(2, 22)
+    Entry.objects.filter(index=13).delete()
+    report = both_ways()
+    assert report.problems == [
+        f"entry 2: its entry row (id {row_at_22}) does not match the leaf",
+        "entry 13: its entry row is missing",
+        f"entry 22: its entry row (id {row_at_2}) does not match the leaf",
+    ]
+    assert report.first_bad_index == 2 and report.entries == 30
+
+
 def test_the_lowest_bad_index_is_named_when_a_later_worker_reports_first(
     committed_log, monkeypatch
 ):
@@ -156,9 +169,12 @@ def test_sealing_during_parallel_verification_is_not_a_problem(committed_log):
         (lambda: tamper.hashes_cut(8, 1), None,
          {"tree node (level 8, index 1): missing", "tree node (level 8, index 2): missing"}),
         (lambda: tamper.hash_set(0, 300, b"\x01" * 32), 300, {"entry 300: leaf hash mismatch"}),
-        # A payload rewritten with its leaf hash: the subtree of 256 above it differs.
+        # A payload rewritten with its leaf hash (in its tile and its entry row): the
+        # subtree of 256 above it differs.
         (lambda: (tamper.payload_set(600, b'{"kind":"consent.check","seq":-1}'),
-                  tamper.hash_set(0, 600, merkle.leaf_hash(b'{"kind":"consent.check","seq":-1}'))),
+                  tamper.hash_set(0, 600, merkle.leaf_hash(b'{"kind":"consent.check","seq":-1}')),
+                  Entry.objects.filter(index=600).update(
+                      leaf_hash=merkle.leaf_hash(b'{"kind":"consent.check","seq":-1}'))),
          None, {"tree node (level 8, index 2): hash mismatch",
                 "checkpoint 900: root hash does not match the entries"}),
         # A bundle that lost its entries past 700, then a whole bundle.

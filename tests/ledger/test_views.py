@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/ledger/", include("ledger.urls")),
 ]
+# An index past a bigint matches no route: the project's JSON 404 answers it.
+handler404 = "consent_portal.errors.page_not_found"
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 API = "/api/v1/ledger/"
 

@@ -8,8 +8,9 @@ SHOWN_PROBLEMS = 20
 class Command(BaseCommand):
     help = (
         "Recompute every leaf hash, stored subtree, checkpoint root and signature from the "
-        "entries' bytes in their bundles. Exits non-zero naming the first bad entry when "
-        "the log was altered. "
+        "entries' bytes in their bundles, and check that every sealed index has its entry "
+        "row, holding that leaf's hash. Exits non-zero naming the first bad entry when "
+        "the log or its entry rows were altered. "
         "On PostgreSQL, large logs are verified by one worker process per CPU (--workers). "
         "With --remote URL, audit another node's log over its API instead, checking it "
         "against the checkpoints of that log seen here before."
@@ -20,8 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--token", help="a member or custodian token for that API")
         parser.add_argument(
             "--entry-rows", action="store_true",
-            help="also check that every sealed index has its entry row, which the portal's "
-            "records point at (a scan of the entry table's index; not part of the log)",
+            help="accepted for compatibility, does nothing: every sealed index's entry row "
+            "(which the portal's records point at) is always checked against its leaf",
         )
         parser.add_argument(
             "--workers", type=int, metavar="N",
@@ -29,12 +30,12 @@ class Command(BaseCommand):
             "log on PostgreSQL; 1 verifies in this process)",
         )
 
-    def handle(self, *args, remote=None, token=None, workers=None, entry_rows=False, **options):
+    def handle(self, *args, remote=None, token=None, workers=None, **options):
         if remote:
             return self._remote(remote, token)
         if workers is not None and workers < 1:
             raise CommandError("--workers must be at least 1")
-        report = ledger_verify(progress=self._progress, workers=workers, entry_rows=entry_rows)
+        report = ledger_verify(progress=self._progress, workers=workers)
         if report.ok:
             by = f" by {report.workers} worker processes" if report.workers > 1 else ""
             self.stdout.write(
