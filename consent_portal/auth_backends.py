@@ -10,6 +10,18 @@ from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 
 
+def client_ip(request) -> str:
+    """The client's address: REMOTE_ADDR, or behind PROXY_COUNT proxies the address that
+    many entries from the right of X-Forwarded-For (each proxy appends what it saw), so a
+    client cannot choose its own by sending the header."""
+    count = settings.PROXY_COUNT
+    if count > 0:
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if len(hops) >= count:
+            return hops[-count]
+    return request.META.get("REMOTE_ADDR", "")
+
+
 class ThrottledLoginBackend(AxesStandaloneBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None:

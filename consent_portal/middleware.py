@@ -32,7 +32,10 @@ class ChunkedBodyMiddleware:
                 return _refuse(request, 411, "length_required",
                                "Send the body with a Content-Length header (this server does not de-chunk).")
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            body = meta["wsgi.input"].read(limit + 1)
+            try:
+                body = meta["wsgi.input"].read(-1 if limit is None else limit + 1)
+            except Exception:  # gunicorn: InvalidChunkSize, ChunkMissingTerminator, NoMoreData
+                return _refuse(request, 400, "bad_request", "The chunked body is malformed or cut short.")
             if limit is not None and len(body) > limit:
                 return _refuse(request, 413, "body_too_large", "The request body is over the size limit.")
             meta["CONTENT_LENGTH"] = str(len(body))

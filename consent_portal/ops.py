@@ -11,6 +11,7 @@ multiprocess mode) so the counters of every worker are summed.
 """
 
 import hmac
+import logging
 import os
 from datetime import timedelta
 
@@ -25,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 
 from ledger.models import Checkpoint, Cosignature, Entry, Member, TreeState, WitnessRefusal
+
+logger = logging.getLogger(__name__)
 
 CHECKS = Counter("consent_checks", "Custodian consent checks answered, by decision", ["decision", "kind"])
 
@@ -88,7 +91,10 @@ def _metrics_allowed(request) -> bool:
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return hmac.compare_digest(given.encode(), token.encode())
-    return request.META.get("REMOTE_ADDR") in ("127.0.0.1", "::1")
+    # No token: this host only, and not through a proxy on it (which would make every
+    # outside request look local): a forwarded request is refused.
+    forwarded = any(request.META.get(h) for h in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"))
+    return request.META.get("REMOTE_ADDR") in ("127.0.0.1", "::1") and not forwarded
 
 
 @never_cache
@@ -116,7 +122,9 @@ def _check_database() -> str:
             cursor.execute("SELECT 1")
         return "ok"
     except DatabaseError as exc:
-        return f"failed: {exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        # The cause goes to the log, not to an unauthenticated caller (host names, users).
+        logger.error("readyz: database: %s", exc)
+        return "failed: the database does not answer"
 
 
 def _check_broker() -> str:
@@ -131,7 +139,8 @@ def _check_broker() -> str:
         _redis_client(url).ping()
         return "ok"
     except Exception as exc:
-        return f"failed: {exc.__class__.__name__}: {exc}"
+        logger.error("readyz: broker: %s", exc)
+        return "failed: the broker does not answer (requests still succeed; sealing waits)"
 
 
 @never_cache

@@ -129,7 +129,8 @@ def event_receipt(*, participant: Participant, event_id: int) -> dict | None:
     if receipt is None:
         return {"sealed": False, "detail": "This decision is recorded and will be sealed shortly."}
     openings = ledger_selectors.entry_openings(
-        entry_ids=[event.ledger_entry_id], fields=["participant", "credential"]).get(event.ledger_entry_id)
+        entry_ids=[event.ledger_entry_id], fields=["participant", "credential", "decision_sha256"]).get(
+            event.ledger_entry_id)
     return ledger_selectors.receipt_with_openings(receipt, openings)
 
 

@@ -285,6 +285,14 @@ def _signature(*, participant: Participant, expected: dict, signed_decision: str
 SCHEDULED_RESUME = DecisionSignature(signed_by="scheduled-resume", token="")
 
 
+def _decision_digest(token: str) -> dict:
+    """The signed decision's SHA-256, to commit to (the decision itself stays with its
+    record). Committed, not clear: one withdrawal revokes every consent under one signed
+    decision, and a digest in the clear would tie those entries together, and to the
+    withdrawal a custodian receives."""
+    return {"decision_sha256": hashlib.sha256(token.encode()).hexdigest()} if token else {}
+
+
 def _consent_event_record(*, consent: Consent, action: str, now, signature: DecisionSignature) -> ConsentEvent:
     token, signed_by = signature.token, signature.signed_by
     pseudonym = str(consent.participant.pseudonym)
@@ -297,12 +305,10 @@ def _consent_event_record(*, consent: Consent, action: str, now, signature: Deci
         "at": now.isoformat(),
         "signed_by": signed_by,
     }
-    if token:
-        # The ledger holds the hash; the signed decision itself stays with the event.
-        payload["decision_sha256"] = hashlib.sha256(token.encode()).hexdigest()
     entry = ledger_services.entry_append(
         kind=f"consent.{action}", payload=payload,
-        committed={"participant": pseudonym, "credential": consent.credential_id}, subject=pseudonym,
+        committed={"participant": pseudonym, "credential": consent.credential_id, **_decision_digest(token)},
+        subject=pseudonym,
     )
     return ConsentEvent.objects.create(
         consent=consent, action=action, state_after=consent.state, created_at=now, ledger_entry=entry,
@@ -1241,15 +1247,14 @@ def participant_withdraw(*, participant: Participant, level: str, signed_decisio
         )
         withdrawal.ledger_entry = ledger_services.entry_append(
             kind="participant.withdrew",
-            committed={"withdrawal": str(withdrawal.id), "participant": str(participant.pseudonym)},
+            committed={"withdrawal": str(withdrawal.id), "participant": str(participant.pseudonym),
+                       **_decision_digest(signature.token)},
             subject=str(participant.pseudonym),
             payload={
                 "type": "participant.withdrew",
                 "level": level,
                 "at": now.isoformat(),
                 "signed_by": signature.signed_by,
-                # The ledger holds the hash; the signed decision itself stays with the withdrawal.
-                "decision_sha256": hashlib.sha256(signature.token.encode()).hexdigest(),
             },
         )
         withdrawal.save(force_insert=True)
@@ -1313,14 +1318,14 @@ def participant_rejoin(*, participant: Participant, signed_decision: str | None 
         )
         rejoin.ledger_entry = ledger_services.entry_append(
             kind="participant.rejoined",
-            committed={"rejoin": str(rejoin.id), "participant": str(participant.pseudonym)},
+            committed={"rejoin": str(rejoin.id), "participant": str(participant.pseudonym),
+                       **_decision_digest(signature.token)},
             subject=str(participant.pseudonym),
             payload={
                 "type": "participant.rejoined",
                 "ended_level": participant.withdrawal_level,
                 "at": now.isoformat(),
                 "signed_by": signature.signed_by,
-                "decision_sha256": hashlib.sha256(signature.token.encode()).hexdigest(),
             },
         )
         rejoin.save(force_insert=True)
@@ -1366,9 +1371,20 @@ def withdrawal_instruction_confirm(*, custodian: Custodian, seq: int) -> Withdra
             },
         )
         instruction.save(update_fields=["confirmed_at", "confirmation_entry"])
+        if Erasure.objects.filter(participant_id=instruction.withdrawal.participant_id).exists():
+            # Erased before the custodian confirmed: the entry must not be openable either.
+            ledger_services.openings_erase(subject=str(instruction.withdrawal.participant.pseudonym))
         if instruction.action == WithdrawalInstruction.DESTROY:
             Sample.objects.filter(pk=instruction.sample_id, destroyed_at__isnull=True).update(destroyed_at=now)
     return instruction
+
+
+def _evidence_openings_erase(*, participant: Participant) -> None:
+    credentials = list(participant.consents.values_list("credential_id", flat=True))
+    for check in ConsentCheck.objects.filter(evidence__consent__credential_id__in=credentials).only("evidence"):
+        receipt = ((check.evidence.get("consent") or {}).get("latest_event") or {}).get("ledger") or {}
+        if receipt.pop("openings", None) is not None:
+            check.save(update_fields=["evidence"])
 
 
 def participant_erase(*, participant: Participant, signed_decision: str | None = None) -> Erasure:
@@ -1389,7 +1405,9 @@ def participant_erase(*, participant: Participant, signed_decision: str | None =
         if user is not None:
             user.delete()
         # The ledger keeps every entry, verifiable; without their openings no one can show
-        # any more which of them were this participant's.
+        # any more which of them were this participant's: the kept ones, and the copies
+        # custodians' stored check evidence holds of their consent events' openings.
         ledger_services.openings_erase(subject=str(participant.pseudonym))
+        _evidence_openings_erase(participant=participant)
         erasure = Erasure.objects.create(participant=participant, erased_at=timezone.now())
     return erasure

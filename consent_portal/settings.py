@@ -156,13 +156,17 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "10")
 AXES_COOLOFF_TIME = timedelta(minutes=envint("AXES_COOLOFF_MINUTES", "15"))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A username and the address it is tried from, together: a guesser is stopped, and no one can
+# lock the committee or the admin out of their accounts from elsewhere. (Guessing one
+# account from many addresses is not; that is what the 12-character rule is for.)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "errors/locked.html"
-# Behind a proxy, name how many proxies add X-Forwarded-For, so the client's address is used.
-AXES_IPWARE_PROXY_COUNT = envint("AXES_PROXY_COUNT", "0") or None
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
+# Behind proxies, how many of them append to X-Forwarded-For: the client's address is the
+# one that many places from the right (auth_backends.client_ip). 0: REMOTE_ADDR.
+PROXY_COUNT = envint("PROXY_COUNT", os.getenv("AXES_PROXY_COUNT", "0"))
+AXES_CLIENT_IP_CALLABLE = "consent_portal.auth_backends.client_ip"
 
 # No script, style, frame or form target from anywhere but this site; nothing is inline.
 _SELF, _NONE = "'self'", "'none'"

@@ -150,7 +150,12 @@ def enqueue(task, **kwargs) -> bool:
     """Queue `task` from a request without waiting on the broker (the publisher's timeouts
     and pause, as seal_soon has); False when it was not queued, for a sweep to catch up."""
     if task.app.conf.task_always_eager:
-        task.delay(**kwargs)
+        try:
+            task.delay(**kwargs)  # in-process (the embedded default): runs now
+        except Exception:
+            # What it failed at (mail, say) is logged; the request that committed is done.
+            logger.exception("task %s failed in-process; its sweep retries it", task.name)
+            return False
         return True
     if _broker_paused():
         return False
@@ -164,7 +169,11 @@ def enqueue(task, **kwargs) -> bool:
 
 def _queue_seal(linger_ms: int) -> None:
     if seal_pending.app.conf.task_always_eager:
-        seal_pending.delay(linger_ms=linger_ms)  # in-process (the embedded default): seals now
+        try:
+            seal_pending.delay(linger_ms=linger_ms)  # in-process (the embedded default): seals now
+        except Exception:
+            # No broker to pause for: the entries stay pending and the next write seals them.
+            logger.exception("ledger: sealing in-process failed; the next write retries")
         return
     seal_pending.apply_async(kwargs={"linger_ms": linger_ms}, connection=_publisher_connection(), retry=False)
 

@@ -100,7 +100,7 @@ class SafeJSONParser(JSONParser):
         raw = stream.read() if stream is not None else b""
         try:
             text = raw.decode(encoding)
-        except (UnicodeDecodeError, LookupError):
+        except (ValueError, LookupError):  # UnicodeError is a ValueError (charset=punycode...)
             raise JsonBodyError(f"The body is not {encoding} text.") from None
         try:
             data = json.loads(text, parse_constant=_no_constant)

@@ -31,9 +31,23 @@ def test_guessing_a_password_locks_the_account_even_for_the_right_one(db, settin
     locked = login(client, username, PASSWORD, url)
     assert locked.status_code == 429 and b"Too many attempts" in locked.content
     assert "_auth_user_id" not in client.session
-    # From another address too: the account, not only the address, is locked.
+    # The owner, from their own address, still gets in: a guesser elsewhere cannot lock
+    # an account (the committee's, the admin's) out.
     other = Client(REMOTE_ADDR="192.0.2.9")
-    assert login(other, username, PASSWORD, url).status_code == 429
+    assert login(other, username, PASSWORD, url).status_code == 302
+
+
+def test_behind_proxies_the_client_address_is_taken_from_the_right(db, settings, make_participant):
+    settings.AXES_FAILURE_LIMIT = 3
+    settings.PROXY_COUNT = 1
+    make_participant("proxied")
+    # Every request reaches us from the proxy (127.0.0.1); it appends the client's address.
+    guesser = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="spoofed-by-client, 198.51.100.4")
+    for _ in range(3):
+        login(guesser, "proxied", "wrong")
+    assert login(guesser, "proxied", PASSWORD).status_code == 429
+    owner = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.8")
+    assert login(owner, "proxied", PASSWORD).status_code == 302
 
 
 def test_a_success_resets_the_count(db, settings, make_participant):

@@ -177,3 +177,13 @@ def test_an_approval_whose_request_task_was_lost_is_asked_by_the_sweep(participa
     assert not ConsentRequest.objects.exists() and services.consent_requests_due() == [use.pk]
     assert tasks.consent_requests_sweep() == 1
     assert ConsentRequest.objects.get().participant == participant and services.consent_requests_due() == []
+
+
+def test_a_body_in_an_impossible_charset_is_refused_by_the_parser():
+    import io
+
+    from consent_portal.api.parsers import JsonBodyError, SafeJSONParser
+
+    # punycode cannot decode JSON's quotes: a UnicodeError, which was a 500.
+    with pytest.raises(JsonBodyError, match="not punycode text"):
+        SafeJSONParser().parse(io.BytesIO(b'{"sample": "S-1"}'), parser_context={"encoding": "punycode"})

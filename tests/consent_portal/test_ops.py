@@ -46,6 +46,8 @@ def test_metrics_report_checks_ledger_and_responses_to_this_host_or_the_token(db
     assert Client(HTTP_AUTHORIZATION="Bearer metrics-secret-123").get("/metrics").status_code == 200
     settings.METRICS_TOKEN = ""
     assert Client(REMOTE_ADDR="192.0.2.7").get("/metrics").status_code == 403
+    # Through a proxy on this host every request looks local: a forwarded one is refused.
+    assert Client(HTTP_X_FORWARDED_FOR="198.51.100.4").get("/metrics").status_code == 403
 
 
 def test_every_answer_carries_a_request_id_and_log_lines_name_it(db):

@@ -32,8 +32,7 @@ SOURCES = [ROOT / "consent_portal", ROOT / "identity", ROOT / "ledger"]
 # A new clear field must be added here on purpose, after asking whether it says who.
 CLEAR_FIELDS = {
     "kind", "type", "at", "action", "state", "purpose", "permission", "signed_by", "custody",
-    "decision_sha256", "decision", "reasons", "count", "permits", "results_sha256", "level",
-    "ended_level", "commit",
+    "decision", "reasons", "count", "permits", "results_sha256", "level", "ended_level", "commit",
 }
 
 
@@ -154,12 +153,16 @@ def test_a_member_node_given_every_entry_links_none(world, settings):
     size = Entry.objects.filter(index__isnull=False).count()
     served = [public.get(f"/api/v1/ledger/entries/{i}").content for i in range(size)]
     assert served == [leaf for _, leaf in leaves()]
-    # No commitment (nor any other 64-hex value) appears in two entries: fresh salts per
-    # field per entry leave nothing two entries of one participant or custodian share.
+    # No commitment, nor any other 64-hex value (a digest), appears in two entries: fresh
+    # salts per field per entry leave nothing two entries of one participant or custodian
+    # share, and a signed decision behind several entries (a withdrawal revoking every
+    # consent) is committed to, not hashed in the clear.
     seen: dict[str, int] = {}
     for index, leaf in enumerate(served):
-        for value in json.loads(leaf)["commit"].values():
-            assert value not in seen, f"entries #{seen[value]} and #{index} share a commitment"
+        payload = json.loads(leaf)
+        digests = [v for v in payload.values() if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)]
+        for value in [*payload["commit"].values(), *digests]:
+            assert value not in seen, f"entries #{seen[value]} and #{index} share {value}"
             seen[value] = index
     # Knowing a custodian's number and every salt it was ever handed does not let it find
     # its own (let alone another's) checks among the entries: each salt opens one entry.
@@ -262,7 +265,19 @@ def test_erasure_leaves_the_log_verifiable_and_unlinkable(world, tmp_path, djang
     receipt = entry_receipt(entry_id=mine[0].id)
     result = run_verify(tmp_path, receipt)
     assert result.returncode == 0 and "commits to" not in result.stdout
-    # A custodian's own checks stay provable to it.
+    # A custodian's own checks stay provable to it; the copies of the participant's consent
+    # event openings their stored evidence held are gone.
+    samples = set(Sample.objects.filter(participant=person).values_list("identifier", flat=True))
     for answer in world["answers"][world["a"].pk]:
         again = world["api_a"].get(f"/api/v1/consent-checks/{answer['check']}").json()
         assert again["ledger"]["openings"]["custodian"]["value"] == world["a"].pk
+        if again["evidence"]["sample"] in samples and again["evidence"]["consent"]:
+            assert "openings" not in again["evidence"]["consent"]["latest_event"]["ledger"]
+    # The custodians confirm the destruction the erasure asked for, afterwards: those
+    # entries are not openable either.
+    for api in (world["api_a"], world["api_b"]):
+        for instruction in api.get("/api/v1/withdrawals").json()["instructions"]:
+            if instruction["status"] == "open":
+                assert api.post(f"/api/v1/withdrawals/{instruction['id']}/confirm").status_code == 200
+    assert not EntryOpenings.objects.filter(subject=pseudonym).exists()
+    assert not any(read.opened(e).get("participant") == pseudonym for e in Entry.objects.all())

@@ -53,14 +53,14 @@ def test_the_task_is_told_the_linger_and_its_process_skips_redis_for_half_of_it(
 def test_a_task_that_could_not_be_queued_opens_no_window(flag, monkeypatch):
     store, now, queued = flag
 
-    def broker_down(**kwargs):
+    def broker_down(linger_ms):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(tasks.seal_pending, "delay", broker_down)
+    monkeypatch.setattr(tasks, "_queue_seal", broker_down)
     monkeypatch.setattr(tasks, "_broker_down_until", 0.0)
     tasks.seal_soon()
     assert (store.sets, store.flag) == (1, False)  # the flag is taken back
-    monkeypatch.setattr(tasks.seal_pending, "delay", lambda **kwargs: queued.append(kwargs))
+    monkeypatch.setattr(tasks, "_queue_seal", lambda linger_ms: queued.append({"linger_ms": linger_ms}))
     # The broker just failed: for a pause, requests leave it alone (their entries stay
     # pending, the outbox), so a hung broker costs one request, not every request.
     now[0] += tasks.BROKER_PAUSE_SECONDS - 0.01

@@ -60,12 +60,17 @@ def web(real_services):
 def chunked_post(port: int, path: str, body: bytes, token: str) -> tuple[int, dict]:
     """POST `body` in 7-byte chunks over a raw socket; the answer's status and JSON. A
     server may answer (413) before the body is all sent: what it said is still read."""
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+    return raw_post(port, path, chunks + b"0\r\n\r\n", token)
+
+
+def raw_post(port: int, path: str, chunked: bytes, token: str) -> tuple[int, dict]:
+    """POST an already chunk-encoded body over a raw socket."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-        chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
         try:
-            sock.sendall(head.encode() + chunks + b"0\r\n\r\n")
+            sock.sendall(head.encode() + chunked)
         except (BrokenPipeError, ConnectionResetError):
             pass
         received = b""
@@ -101,6 +106,9 @@ def test_a_chunked_body_is_read(web, transactional_db):
     big = b'{"samples": ["' + b"x" * (3 * 1024 * 1024) + b'"]}'
     status, body = chunked_post(web, "/api/v1/consent-checks/bulk", big, token)
     assert status == 413 and body["error"] == "body_too_large"
+    # A chunk size that is not hexadecimal: gunicorn's reader raises, we answer 400.
+    status, body = raw_post(web, "/api/v1/consent-checks", b"zz\r\n{}\r\n0\r\n\r\n", token)
+    assert status == 400 and body["error"] == "bad_request"
 
 
 def test_an_unreachable_database_answers_503_with_retry_after(real_services):
