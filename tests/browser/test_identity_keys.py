@@ -1,7 +1,6 @@
 """A participant takes their key into the browser and signs every decision with it."""
 
 import hashlib
-import json
 
 import pytest
 from playwright.sync_api import expect
@@ -10,7 +9,6 @@ from consent_portal import demo
 from consent_portal.models import Participant, Rejoin, Withdrawal
 from identity import didkit_backend, jwt
 from identity.models import DidKey
-from ledger.selectors import entry_bytes
 from tests.ledger import read
 
 pytestmark = pytest.mark.browser
@@ -144,10 +142,10 @@ def test_browser_held_key_signs_a_withdrawal(page, browser, live_server, screens
                                   "participant": participant.did}
     assert didkit_backend.verify_presentation(token, challenge=claims["nonce"], domain=claims["aud"])["errors"] == []
     digest = hashlib.sha256(token.encode()).hexdigest()
-    assert json.loads(entry_bytes(entry_id=withdrawal.ledger_entry.id))["decision_sha256"] == digest
+    assert read.opened(withdrawal.ledger_entry)["decision_sha256"] == digest
     revoke = participant.consents.get().events.get(action="revoke")
     assert (revoke.signed_by, revoke.decision_jwt) == ("participant-key", token)
-    assert json.loads(entry_bytes(entry_id=revoke.ledger_entry.id))["decision_sha256"] == digest
+    assert read.opened(revoke.ledger_entry)["decision_sha256"] == digest
 
     # A browser without the participant's key cannot withdraw for them, logged in or not.
     other = browser.new_context(base_url=live_server.url)
@@ -179,4 +177,4 @@ def test_browser_held_key_signs_a_withdrawal(page, browser, live_server, screens
     assert didkit_backend.verify_presentation(
         rejoin.decision_jwt, challenge=claims["nonce"], domain=claims["aud"])["errors"] == []
     digest = hashlib.sha256(rejoin.decision_jwt.encode()).hexdigest()
-    assert json.loads(entry_bytes(entry_id=rejoin.ledger_entry.id))["decision_sha256"] == digest
+    assert read.opened(rejoin.ledger_entry)["decision_sha256"] == digest
