@@ -54,7 +54,7 @@ def test_sign_up_grant_and_revoke_in_chromium(page, screenshot, look):
     with page.expect_download() as download:
         events.nth(0).get_by_role("link", name=re.compile("^Download the proof of your revoke")).click()
     receipt = json.loads(Path(download.value.path()).read_text())
-    assert set(receipt["openings"]) == {"participant", "credential"}
+    assert set(receipt["openings"]) == {"participant", "credential", "decision_sha256"}
 
     participant = services.Participant.objects.get(user__username="browser-participant")
     assert receipt["openings"]["participant"]["value"] == str(participant.pseudonym)

@@ -13,7 +13,22 @@ schema = schemathesis.from_wsgi("/api/v1/schema/", application)
 
 
 @pytest.fixture
-def token(purposes):
+def same_connection():
+    """schemathesis calls the WSGI app directly, which fires request_started/finished and so
+    Django's close_old_connections: on PostgreSQL that closed the test's connection mid-test
+    (its transaction is the test's). Django's own test client disconnects it the same way."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def token(purposes, same_connection):
     from consent_portal import services
 
     _, token = services.custodian_create(name="Contract lab")
