@@ -98,21 +98,27 @@ def opening_check(leaf: dict, field: str, opening) -> object:
     return opening["value"]
 
 
-def clear_identifier(value, path: str = "payload") -> str | None:
-    """The path of the first clear field or value of a payload that names who, or None."""
+def first_match(value, path: str, *, key, text) -> str | None:
+    """The path of the first key whose folded name (camelCase, '-', ' ' and '.' to '_',
+    lower case) satisfies `key`, or string value satisfying `text`, in a JSON value."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            folded = _SEPARATORS.sub("_", _CAMEL.sub("_", str(key))).lower().strip("_")
-            if folded in IDENTIFIER_FIELDS:
-                return f"{path}.{key}"
-            found = clear_identifier(item, f"{path}.{key}")
+        for name, item in value.items():
+            if key(_SEPARATORS.sub("_", _CAMEL.sub("_", str(name))).lower().strip("_")):
+                return f"{path}.{name}"
+            found = first_match(item, f"{path}.{name}", key=key, text=text)
             if found:
                 return found
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found = clear_identifier(item, f"{path}[{i}]")
+            found = first_match(item, f"{path}[{i}]", key=key, text=text)
             if found:
                 return found
-    elif isinstance(value, str) and _IDENTIFIER_VALUE.search(value):
+    elif isinstance(value, str) and text(value):
         return path
     return None
+
+
+def clear_identifier(value, path: str = "payload") -> str | None:
+    """The path of the first clear field or value of a payload that names who, or None."""
+    return first_match(value, path, key=IDENTIFIER_FIELDS.__contains__,
+                       text=lambda s: bool(_IDENTIFIER_VALUE.search(s)))

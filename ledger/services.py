@@ -97,28 +97,10 @@ PERSONAL_DATA_KEYS = frozenset(
 # every position, the pattern took quadratic time on a long string without '@' (28 s for
 # 70,000 characters).
 _EMAIL = re.compile(r"(?<![^@\s])[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_SEPARATORS = re.compile(r"[-\s.]+")
-
-
 def _personal_data(value, path: str) -> str | None:
     """The path of the first key (or e-mail-like string) that looks like personal data."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            folded = _SEPARATORS.sub("_", _CAMEL.sub("_", str(key))).lower().strip("_")
-            if folded in PERSONAL_DATA_KEYS:
-                return f"{path}.{key}"
-            found = _personal_data(item, f"{path}.{key}")
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _personal_data(item, f"{path}[{i}]")
-            if found:
-                return found
-    elif isinstance(value, str) and "@" in value and _EMAIL.search(value):
-        return path
-    return None
+    return blinding.first_match(value, path, key=PERSONAL_DATA_KEYS.__contains__,
+                                text=lambda s: "@" in s and bool(_EMAIL.search(s)))
 
 
 def _leaf(*, kind: str, payload: dict, committed: dict | None = None) -> tuple[bytes, dict | None]:
