@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Max, Min
+from django.db.models import Count, Max, Min
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from ledger.models import Checkpoint, Cosignature, Entry, Member, TreeState, WitnessRefusal
+from ledger.models import Entry, Member, TreeState, WitnessRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +38,15 @@ def count_check(decision: str, *, kind: str = "single", n: int = 1) -> None:
 
 def _ledger_state() -> dict:
     head = TreeState.objects.filter(id=1).values_list("size", flat=True).first() or 0
-    pending = Entry.objects.filter(index__isnull=True).aggregate(n=Min("created_at"))
-    oldest = pending["n"]
+    pending = Entry.objects.filter(index__isnull=True).aggregate(n=Count("id"), oldest=Min("created_at"))
     witnesses = list(Member.objects.filter(active=True).exclude(verifier_key="").annotate(
         cosigned=Max("cosignatures__checkpoint__size")).values_list("name", "cosigned"))
     return {
         "size": head,
-        "pending": Entry.objects.filter(index__isnull=True).count(),
-        "lag_seconds": (timezone.now() - oldest).total_seconds() if oldest else 0.0,
+        "pending": pending["n"],
+        "lag_seconds": (timezone.now() - pending["oldest"]).total_seconds() if pending["oldest"] else 0.0,
         "witnesses": witnesses,
         "refusals": WitnessRefusal.objects.count(),
-        "checkpoints": Checkpoint.objects.count(),
-        "cosignatures": Cosignature.objects.count(),
     }
 
 
